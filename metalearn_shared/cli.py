@@ -1,0 +1,209 @@
+"""``metalearn`` — the command line. Framework packages are imported lazily, only by the
+subcommand that needs one, so ``metalearn data …`` works with neither framework installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["main", "build_parser"]
+
+FRAMEWORKS = {"tf": "metalearn_tf", "torch": "metalearn_torch"}
+
+
+class CLIError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+# -- data --------------------------------------------------------------------------------
+def _cmd_data(args: argparse.Namespace) -> int:
+    from metalearn_shared import data
+
+    if args.action == "download":
+        for name in args.names:
+            path = data.omniglot.download(name, cache_dir=args.cache_dir, url=args.url)
+            print(f"{name}: {path}")
+        return 0
+    if args.action == "verify":
+        bad = 0
+        for name in data.omniglot.OFFICIAL:
+            path = data.omniglot.find_official(name, data_dir=args.data_dir, cache_dir=args.cache_dir)
+            if path is None:
+                print(f"{name:12s} not found")
+                continue
+            try:
+                data.omniglot.verify_file(path)
+                print(f"{name:12s} ok         {path}")
+            except data.ChecksumError as e:
+                bad += 1
+                print(f"{name:12s} BAD        {e}")
+        return 1 if bad else 0
+    extra = {"num_classes": args.classes} if args.classes else {}
+    ds = data.load_dataset(args.dataset, data_dir=args.data_dir, size=args.size,
+                           seed=args.seed, **extra)
+    if args.action == "info":
+        print(data.info(ds))
+        return 0
+    if args.action == "preview":
+        out = data.preview_png(ds, args.out, ways=args.ways, shots=args.shots,
+                               queries=args.queries, seed=args.seed)
+        print(f"wrote {out} ({args.ways}-way {args.shots}-shot, {args.queries} queries, "
+              f"{ds.name}, {ds.image_shape[0]}×{ds.image_shape[1]})")
+        return 0
+    raise AssertionError(args.action)
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="download, verify, inspect and preview datasets")
+    p.add_argument("action", choices=["download", "verify", "info", "preview"])
+    p.add_argument("names", nargs="*", default=["small1", "small2"],
+                   help="download: official Omniglot files (background, evaluation, small1, small2)")
+    p.add_argument("--dataset", default="glyphs", help="glyphs | omniglot (default glyphs)")
+    p.add_argument("--data-dir", default=None,
+                   help="Omniglot zip or folder (default: $METALEARN_OMNIGLOT_DIR, then the cache)")
+    p.add_argument("--cache-dir", default=None, help="default $METALEARN_HOME or ~/.cache/metalearn")
+    p.add_argument("--url", default=None, help="download base URL override (e.g. a file:// mirror)")
+    p.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
+    p.add_argument("--classes", type=int, default=None, help="glyphs: number of classes")
+    p.add_argument("--ways", type=int, default=5)
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--queries", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="episode.png", help="preview: PNG path (default episode.png)")
+    p.set_defaults(func=_cmd_data)
+
+
+# -- framework-dispatched commands ---------------------------------------------------------
+def _framework_call(framework: str, module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    package = FRAMEWORKS[framework]
+    try:
+        mod = importlib.import_module(f"{package}.{module}")
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if missing.split(".")[0] in ("tensorflow", "keras", "torch"):
+            extra = "tf" if framework == "tf" else "torch"
+            raise CLIError(
+                f"--framework {framework} needs {missing}, which is not installed. "
+                f'Install it with: pip install -c constraints.txt -e ".[{extra}]"'
+            ) from e
+        raise
+    return getattr(mod, func)
+
+
+def _add_common_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--framework", choices=sorted(FRAMEWORKS), default="torch")
+    p.add_argument("--model", default="protonet", help="siamese | protonet | mann | lstm")
+    p.add_argument("--head", default="contrastive", help="siamese head: contrastive | cosine | koch")
+    p.add_argument("--backbone", default="conv4", help="conv4 | seed")
+    p.add_argument("--dataset", default="glyphs", help="glyphs | omniglot")
+    p.add_argument("--data-dir", default=None, help="Omniglot zip(s) or folder")
+    p.add_argument("--ways", type=int, default=5)
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--queries", type=int, default=15)
+    p.add_argument("--samples-per-class", type=int, default=10, help="sequence models")
+    p.add_argument("--size", type=int, default=None, help="image side (28; 20 for mann/lstm)")
+    p.add_argument("--rotations", action="store_true", help="rotations as extra classes")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    return _framework_call(args.framework, "train", "main_train")(args)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    return _framework_call(args.framework, "evaluate", "main_eval")(args)
+
+
+def _add_train_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model in one framework")
+    _add_common_model_args(p)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=None, help="pairs / episodes per step")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--optimizer", default=None, help="adam | rmsprop | sgd")
+    p.add_argument("--out", default="runs/latest", help="run folder: log.csv, checkpoints, curves.png")
+    p.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
+    p.add_argument("--compile", action="store_true", help="torch.compile / XLA")
+    p.add_argument("--eval-episodes", type=int, default=0, help="evaluate at the end (0 = no)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy ± 95%% CI")
+    _add_common_model_args(p)
+    p.add_argument("checkpoint", help="canonical .safetensors (or .keras for --framework tf)")
+    p.add_argument("--episodes", type=int, default=1000)
+    p.add_argument("--lake-runs", default=None, help="folder of the official 20-run one-shot format")
+    p.add_argument("--out", default=None, help="folder for eval.json and plots")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _not_yet(issue: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise CLIError(f"`metalearn {args.command}` is not implemented yet ({issue}).")
+
+    return run
+
+
+def _cmd_parity(args: argparse.Namespace) -> int:
+    from metalearn_shared import parity
+
+    return parity.main(args)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from metalearn_shared import convert
+
+    return convert.main(args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks import runner
+
+    return runner.main(args.rest)
+
+
+def _add_tools(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("parity", help="measure cross-framework parity of every model")
+    p.add_argument("--model", default="all")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="parity-report")
+    p.add_argument("--tiny", action="store_true", help="small sizes (for tests)")
+    p.set_defaults(func=_not_yet("issue 5: parity as a product"))
+
+    p = sub.add_parser("convert", help="convert a checkpoint between tf, torch and canonical")
+    p.add_argument("checkpoint")
+    p.add_argument("--to", required=True, choices=["tf", "torch", "canonical"])
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=_not_yet("issue 5: metalearn convert"))
+
+    p = sub.add_parser("bench", help="benchmarks (same as python -m benchmarks)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark runner")
+    p.set_defaults(func=_not_yet("issue 6: benchmarks"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metalearn",
+        description="Few-shot meta-learning in Keras 3 and PyTorch, proven numerically equal.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_data(sub)
+    _add_train_eval(sub)
+    _add_tools(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ValueError, FileNotFoundError) as e:
+        print(f"metalearn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,719 @@
+"""Episode samplers: few-shot episodes, verification pairs and MANN sequences.
+
+Determinism:
+    Episode ``i`` of a sampler with seed ``s`` is drawn from its own generator,
+    ``np.random.default_rng(np.random.SeedSequence([s, i]))`` (:func:`episode_rng`), and from
+    nothing else. An episode is therefore a pure function of ``(seed, i)``: a data-loader
+    worker or a distributed rank draws its share of episodes without coordination, a batch
+    is the same whichever way it is cut, and the Keras and PyTorch trainers see identical
+    episodes. ``sampler.batch(start, size)`` stacks episodes ``start .. start + size - 1``
+    along a leading ``B`` axis; ``sampler.episode(i)`` equals ``batch(i, 1)`` without it.
+
+Images:
+    Every sampler returns ``float32`` images in ``[0, 1]`` (exactly ``uint8 / 255``) without a
+    channel axis, ``(..., H, W)``; each framework adds its own channel layout.
+
+Speed:
+    Python runs once per episode (a generator and a handful of small array draws); images
+    are gathered for the whole batch with one fancy index and converted in one pass.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+from metalearn_shared.data.dataset import ImageDataset
+
+__all__ = [
+    "FewShotEpisode",
+    "FewShotSampler",
+    "KochAffine",
+    "PairBatch",
+    "PairSampler",
+    "STRING_ALPHABET",
+    "STRING_LENGTH",
+    "SequenceEpisode",
+    "SequenceSampler",
+    "episode_rng",
+]
+
+#: Santoro et al. (2016) string labels: 5 characters, each from a 5-letter alphabet.
+STRING_LENGTH = 5
+STRING_ALPHABET = 5
+_STRING_CODES = STRING_ALPHABET**STRING_LENGTH  # 3125 distinct strings
+# Base-5 place values, most significant character first.
+_STRING_PLACES = STRING_ALPHABET ** np.arange(STRING_LENGTH - 1, -1, -1, dtype=np.int64)
+
+_255 = np.float32(255)
+
+
+# -- episode records -------------------------------------------------------------------
+class FewShotEpisode(NamedTuple):
+    """One N-way K-shot episode with Q queries per class (leading ``B`` when batched).
+
+    Both sets are class-major: the ``K`` support images of label 0, then of label 1, ...;
+    likewise the ``Q`` queries of label 0, then of label 1, ... Shuffle the queries yourself
+    if a model is order-sensitive (none of the metric models are).
+
+    Attributes:
+        support_x: ``float32 (N*K, H, W)`` in [0, 1].
+        support_y: ``int64 (N*K,)`` labels ``0 .. N-1``, ``repeat(arange(N), K)``.
+        query_x: ``float32 (N*Q, H, W)`` in [0, 1].
+        query_y: ``int64 (N*Q,)``, ``repeat(arange(N), Q)``.
+        classes: ``int64 (N,)`` dataset class id of each label: label ``j`` is ``classes[j]``.
+        support_index: ``int64 (N*K,)`` dataset index of each support image.
+        query_index: ``int64 (N*Q,)`` dataset index of each query image; never one of
+            ``support_index``.
+    """
+
+    support_x: np.ndarray
+    support_y: np.ndarray
+    query_x: np.ndarray
+    query_y: np.ndarray
+    classes: np.ndarray
+    support_index: np.ndarray
+    query_index: np.ndarray
+
+
+class PairBatch(NamedTuple):
+    """``B`` verification pairs (leading ``E`` more when batched).
+
+    Attributes:
+        x1: ``float32 (B, H, W)`` first images in [0, 1].
+        x2: ``float32 (B, H, W)`` second images in [0, 1].
+        y: ``float32 (B,)``: **1 = same class**, 0 = different classes.
+        index1: ``int64 (B,)`` dataset index of each ``x1``.
+        index2: ``int64 (B,)`` dataset index of each ``x2``; never equal to ``index1``.
+    """
+
+    x1: np.ndarray
+    x2: np.ndarray
+    y: np.ndarray
+    index1: np.ndarray
+    index2: np.ndarray
+
+
+class SequenceEpisode(NamedTuple):
+    """One MANN episode of ``T`` steps (leading ``B`` when batched).
+
+    Attributes:
+        x: ``float32 (T, H*W)`` flattened images in [0, 1].
+        prev_label: ``float32 (T, L)`` encoding of the previous step's target, zeros at
+            ``t = 0``: one-hot with ``L = ways``, or in string mode the concatenation of
+            5 one-hot characters, ``L = 25``.
+        y: targets: ``int64 (T,)`` labels ``0 .. ways-1`` (one-hot mode) or
+            ``int64 (T, 5)`` character ids ``0 .. 4`` (string mode).
+        instance: ``int64 (T,)`` how many times the step's class was shown before step t
+            (0 at its first presentation), for 1st..10th-presentation accuracy.
+        classes: ``int64 (ways,)`` dataset class id of each label: label ``j`` (or the
+            ``j``-th string, see ``strings``) is ``classes[j]``.
+        index: ``int64 (T,)`` dataset index of each image.
+        label: ``int64 (T,)`` label slot ``0 .. ways-1`` of each step, in both modes.
+        strings: ``int64 (ways, 5)`` the string of each label slot (string mode);
+            ``(ways, 0)`` in one-hot mode.
+    """
+
+    x: np.ndarray
+    prev_label: np.ndarray
+    y: np.ndarray
+    instance: np.ndarray
+    classes: np.ndarray
+    index: np.ndarray
+    label: np.ndarray
+    strings: np.ndarray
+
+
+@dataclass(frozen=True)
+class KochAffine:
+    """Ranges of the affine distortion of Koch et al. (2015), Sec. 4.
+
+    Each of the seven parameters is drawn uniformly from its range and applied with
+    probability ``p``, otherwise left at identity. The transform maps an image about its
+    centre by ``A = R(rotation) · Shear(shear_x, shear_y) · Scale(scale_x, scale_y)`` and then
+    translates it; pixels are sampled bilinearly, zeros outside the image.
+
+    Attributes:
+        rotation_deg: maximum absolute rotation in degrees (θ ∈ [-10, 10]).
+        shear: maximum absolute shear factor (ρx, ρy ∈ [-0.3, 0.3]).
+        scale: ``(low, high)`` scale factors (sx, sy ∈ [0.8, 1.2]).
+        translation: maximum absolute shift as a fraction of the image side; Koch's
+            ±2 px at 105 × 105 is ``2 / 105``.
+        p: probability of applying each parameter.
+    """
+
+    rotation_deg: float = 10.0
+    shear: float = 0.3
+    scale: tuple[float, float] = (0.8, 1.2)
+    translation: float = 2.0 / 105.0
+    p: float = 0.5
+
+
+# -- determinism -----------------------------------------------------------------------
+def episode_rng(seed: int, i: int) -> np.random.Generator:
+    """The generator of episode ``i``: ``default_rng(SeedSequence([seed, i]))``.
+
+    Args:
+        seed: the sampler's seed, a non-negative integer.
+        i: the episode index, a non-negative integer.
+
+    Returns:
+        A fresh :class:`numpy.random.Generator` (PCG64) that depends only on ``(seed, i)``.
+    """
+    return np.random.default_rng(np.random.SeedSequence([seed, i]))
+
+
+# -- the one draw shared by every sampler ----------------------------------------------
+def _repeats(rows: np.ndarray) -> np.ndarray:
+    """Indices of the rows of ``rows (R, m)`` that hold some value twice."""
+    if rows.shape[0] <= 8:  # a few rows: Python sets beat four array calls
+        m = rows.shape[1]
+        return np.array([r for r, row in enumerate(rows.tolist()) if len(set(row)) < m], np.int64)
+    s = np.sort(rows, axis=1)
+    return np.flatnonzero((s[:, 1:] == s[:, :-1]).any(axis=1))
+
+
+def _distinct(
+    rng: np.random.Generator, limits: np.ndarray, m: int, low: int, high: int
+) -> np.ndarray:
+    """Per row ``r``, ``m`` distinct integers drawn uniformly from ``[0, limits[r])``.
+
+    Every ordered m-tuple of distinct values is equally likely, so the order is random too.
+    Integers come from ``floor(u * n)`` with ``u`` a 53-bit uniform (bias below ``n / 2**53``).
+
+    Args:
+        rng: the episode's generator.
+        limits: ``int64 (R,)``, each ``>= m``.
+        m: values per row.
+        low: a lower bound of ``limits`` known to the caller (the dataset's smallest class,
+            or the number of classes), so that the method does not depend on the draw.
+        high: an upper bound of ``limits`` (the largest class, or the number of classes).
+
+    Returns:
+        ``int64 (R, m)``.
+    """
+    rows = limits.shape[0]
+    if m * m <= low:
+        # Rejection: m draws from n >= m² values repeat with probability < 1/2, so few rows
+        # are redrawn; cost O(m) per row however large n is (1000s of classes).
+        out = (rng.random((rows, m)) * limits[:, None]).astype(np.int64)  # (R, m)
+        if m > 1:
+            bad = _repeats(out)
+            while bad.size:
+                out[bad] = (rng.random((bad.size, m)) * limits[bad, None]).astype(np.int64)
+                bad = bad[_repeats(out[bad])]
+        return out
+    # Dense case (m close to n): rank random keys, with keys beyond each row's limit pushed
+    # past every real key (uniforms are < 1).
+    keys = rng.random((rows, high))  # (R, W)
+    if low < high:
+        keys[np.arange(high) >= limits[:, None]] = 2.0
+    if high > 4 * m:
+        part = np.argpartition(keys, m - 1, axis=1)[:, :m]  # (R, m) the m smallest, any order
+        order = np.argsort(np.take_along_axis(keys, part, axis=1), axis=1)
+        return np.take_along_axis(part, order, axis=1)
+    return np.argsort(keys, axis=1)[:, :m]
+
+
+class _Pool(NamedTuple):
+    """What :func:`_choose` needs of a dataset, computed once per sampler."""
+
+    num_classes: int
+    counts: np.ndarray  # (C,) instances per class
+    by_class: np.ndarray  # (C, W) instance indices, padded with -1
+    smallest: int  # min(counts)
+    largest: int  # W = max(counts)
+
+    @classmethod
+    def of(cls, dataset: ImageDataset) -> _Pool:
+        counts = dataset.counts
+        return cls(
+            dataset.num_classes,
+            counts,
+            dataset.by_class,
+            int(counts.min()),
+            int(dataset.by_class.shape[1]),
+        )
+
+
+def _choose(
+    rng: np.random.Generator, pool: _Pool, rows: int, k: int, m: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` independent draws of ``k`` distinct classes with ``m`` distinct instances each.
+
+    Classes are in random order within a row, instances in random order within a class.
+    Every class must have at least ``m`` instances (the samplers check).
+
+    Returns:
+        ``classes int64 (rows, k)`` and dataset indices ``int64 (rows, k, m)``.
+    """
+    n = pool.num_classes
+    classes = _distinct(rng, np.full(rows, n, dtype=np.int64), k, n, n)  # (R, k)
+    flat = classes.reshape(-1)  # (R*k,)
+    pos = _distinct(rng, pool.counts[flat], m, pool.smallest, pool.largest)  # (R*k, m)
+    index = pool.by_class[flat[:, None], pos]  # (R*k, m)
+    return classes, index.reshape(rows, k, m)
+
+
+# -- shared checks and conversions ------------------------------------------------------
+def _count(owner: str, name: str, value: object, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum``, or a ValueError that says so."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError(f"{owner}: {name} must be an integer; found {value!r}.") from None
+    if number < minimum:
+        what = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{owner}: {name} must be {what}; found {number}.")
+    return int(number)
+
+
+def _check_classes(
+    owner: str,
+    dataset: ImageDataset,
+    n_ways: int,
+    n_per_class: int,
+    *,
+    ways: str,
+    per_class: str,
+    detail: str = "",
+    adjustable: bool = True,
+) -> None:
+    """Raise unless ``dataset`` has ``n_ways`` classes with ``n_per_class`` instances each.
+
+    Args:
+        owner: the sampler's name, first word of the message.
+        dataset: the dataset to check.
+        n_ways: distinct classes one episode needs.
+        n_per_class: distinct instances of each class one episode needs.
+        ways: what asks for ``n_ways`` (an argument name such as ``"ways"``).
+        per_class: what asks for ``n_per_class`` (``"shots + queries"``).
+        detail: shown after ``per_class``, e.g. ``" = 1 + 15"``.
+        adjustable: whether ``ways`` and ``per_class`` are arguments the caller can lower.
+    """
+    if n_ways > dataset.num_classes:
+        fix = f"lower {ways} to at most {dataset.num_classes} or use" if adjustable else "use"
+        raise ValueError(
+            f"{owner}: {ways} = {n_ways} distinct classes are needed, but dataset "
+            f"'{dataset.name}' has only {dataset.num_classes}; {fix} a dataset with more classes."
+        )
+    smallest = int(dataset.counts.argmin())
+    have = int(dataset.counts[smallest])
+    if n_per_class > have:
+        fix = f"lower {per_class} to at most {have}, or keep" if adjustable else "keep"
+        raise ValueError(
+            f"{owner}: {per_class}{detail} = {n_per_class} distinct instances are needed per "
+            f"class, but the smallest class of '{dataset.name}' ({dataset.classes[smallest].key}) "
+            f"has only {have}; {fix} the classes that are large enough with "
+            f"dataset.subset(np.flatnonzero(dataset.counts >= {n_per_class}))."
+        )
+
+
+def _to_float(images: np.ndarray) -> np.ndarray:
+    """``uint8`` images to ``float32`` in [0, 1], exactly ``x / 255`` (one pass)."""
+    return np.divide(images, _255, dtype=np.float32)
+
+
+def _unbatch(batch: tuple) -> tuple:
+    """The first episode of a batch of one (views, no copies)."""
+    return type(batch)(*(field[0] for field in batch))
+
+
+class _Sampler:
+    """Argument checks shared by the samplers' ``episode`` and ``batch``."""
+
+    seed: int
+
+    def _index(self, i: int) -> int:
+        return _count(type(self).__name__, "episode index i", i, minimum=0)
+
+    def _range(self, start: int, size: int) -> tuple[int, int]:
+        owner = type(self).__name__
+        return _count(owner, "start", start, minimum=0), _count(owner, "size", size)
+
+
+# -- few-shot episodes -----------------------------------------------------------------
+class FewShotSampler(_Sampler):
+    """N-way K-shot episodes with Q queries per class (Vinyals et al. 2016; Snell et al. 2017).
+
+    Each episode draws ``ways`` distinct classes in random order (label ``j`` is the j-th
+    drawn class) and ``shots + queries`` distinct instances of each; the first ``shots`` form
+    the support set and the rest the queries, so the two never share an image.
+
+    Args:
+        dataset: the classes to draw from; each needs ``shots + queries`` instances.
+        ways: classes per episode, N.
+        shots: support images per class, K.
+        queries: query images per class, Q (0 gives support-only episodes).
+        seed: non-negative integer; episode ``i`` depends only on ``(seed, i)``.
+
+    Raises:
+        ValueError: non-positive sizes, more ways than classes, or a class with fewer than
+            ``shots + queries`` instances.
+    """
+
+    def __init__(
+        self, dataset: ImageDataset, ways: int, shots: int, queries: int, seed: int = 0
+    ) -> None:
+        owner = type(self).__name__
+        self.dataset = dataset
+        self.ways = _count(owner, "ways", ways)
+        self.shots = _count(owner, "shots", shots)
+        self.queries = _count(owner, "queries", queries, minimum=0)
+        self.seed = _count(owner, "seed", seed, minimum=0)
+        _check_classes(
+            owner,
+            dataset,
+            self.ways,
+            self.shots + self.queries,
+            ways="ways",
+            per_class="shots + queries",
+            detail=f" = {self.shots} + {self.queries}",
+        )
+        self._pool = _Pool.of(dataset)
+
+    def episode(self, i: int) -> FewShotEpisode:
+        """Episode ``i``: support ``(N*K, H, W)``, queries ``(N*Q, H, W)``, class-major."""
+        return _unbatch(self.batch(self._index(i), 1))
+
+    def batch(self, start: int, size: int) -> FewShotEpisode:
+        """Episodes ``start .. start + size - 1`` stacked: every field gains a leading ``B``."""
+        n, k, q = self.ways, self.shots, self.queries
+        start, size = self._range(start, size)
+        rngs = [episode_rng(self.seed, i) for i in range(start, start + size)]
+        classes = np.empty((size, n), dtype=np.int64)  # (B, N)
+        index = np.empty((size, n, k + q), dtype=np.int64)  # (B, N, K+Q)
+        for e, rng in enumerate(rngs):
+            cls, idx = _choose(rng, self._pool, 1, n, k + q)
+            classes[e] = cls[0]
+            index[e] = idx[0]
+        support_index = index[:, :, :k].reshape(size, n * k)  # (B, N*K) class-major
+        query_index = index[:, :, k:].reshape(size, n * q)  # (B, N*Q)
+        images = self.dataset.images
+        return FewShotEpisode(
+            support_x=_to_float(images[support_index]),  # (B, N*K, H, W)
+            support_y=np.tile(np.repeat(np.arange(n, dtype=np.int64), k), (size, 1)),
+            query_x=_to_float(images[query_index]),  # (B, N*Q, H, W)
+            query_y=np.tile(np.repeat(np.arange(n, dtype=np.int64), q), (size, 1)),
+            classes=classes,
+            support_index=support_index,
+            query_index=query_index,
+        )
+
+
+# -- verification pairs ----------------------------------------------------------------
+class PairSampler(_Sampler):
+    """Balanced same/different pairs for Siamese verification (Koch et al. 2015).
+
+    Each batch holds exactly ``batch // 2`` same pairs (two distinct instances of one class)
+    and ``batch - batch // 2`` different pairs (one instance each of two distinct classes),
+    in random order. Classes repeat freely across the pairs of a batch.
+
+    Args:
+        dataset: needs at least 2 classes with at least 2 instances each.
+        batch: pairs per batch, B.
+        seed: non-negative integer; pair batch ``i`` depends only on ``(seed, i)``.
+        augment: ``True`` for :class:`KochAffine` defaults, or a :class:`KochAffine`; one
+            independent distortion per image, drawn from the batch's generator.
+
+    Raises:
+        ValueError: non-positive batch, fewer than 2 classes, or a class with 1 instance.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        batch: int,
+        seed: int = 0,
+        augment: bool | KochAffine = False,
+    ) -> None:
+        owner = type(self).__name__
+        self.dataset = dataset
+        self.batch_size = _count(owner, "batch", batch)
+        self.seed = _count(owner, "seed", seed, minimum=0)
+        if isinstance(augment, KochAffine):
+            self.augment: KochAffine | None = augment
+        else:
+            self.augment = KochAffine() if augment else None
+        # A different pair needs 2 classes; a same pair 2 instances of one class.
+        _check_classes(
+            owner,
+            dataset,
+            2,
+            2,
+            ways="classes per different pair",
+            per_class="images per same pair",
+            adjustable=False,
+        )
+        self._pool = _Pool.of(dataset)
+
+    def episode(self, i: int) -> PairBatch:
+        """Pair batch ``i``: ``x1, x2 (B, H, W)``, ``y (B,)`` with 1 = same."""
+        return _unbatch(self.batch(self._index(i), 1))
+
+    def batch(self, start: int, size: int) -> PairBatch:
+        """Pair batches ``start .. start + size - 1`` stacked: fields gain a leading ``E``."""
+        pairs = self.batch_size
+        n_same = pairs // 2
+        n_diff = pairs - n_same
+        start, size = self._range(start, size)
+        rngs = [episode_rng(self.seed, i) for i in range(start, start + size)]
+        index = np.empty((size, pairs, 2), dtype=np.int64)  # (E, B, 2)
+        y = np.empty((size, pairs), dtype=np.float32)  # (E, B)
+        # (E, 2, B, 7): one distortion per image, x1 then x2
+        params = np.empty((size, 2, pairs, 7), dtype=np.float32) if self.augment else None
+        for e, rng in enumerate(rngs):
+            _, same = _choose(rng, self._pool, n_same, 1, 2)  # (S, 1, 2)
+            _, diff = _choose(rng, self._pool, n_diff, 2, 1)  # (D, 2, 1)
+            order = np.argsort(rng.random(pairs))  # (B,) shuffles same and different
+            index[e] = np.concatenate([same.reshape(n_same, 2), diff.reshape(n_diff, 2)])[order]
+            y[e] = order < n_same
+            if params is not None:
+                params[e] = _koch_params(rng, self.augment, (2, pairs), self.dataset.image_shape)
+        images = self.dataset.images
+        x1 = _to_float(images[index[:, :, 0]])  # (E, B, H, W)
+        x2 = _to_float(images[index[:, :, 1]])
+        if params is not None:
+            x1 = _affine_warp(x1.reshape(-1, *x1.shape[-2:]), params[:, 0].reshape(-1, 7))
+            x2 = _affine_warp(x2.reshape(-1, *x2.shape[-2:]), params[:, 1].reshape(-1, 7))
+        return PairBatch(
+            x1=x1.reshape(size, pairs, *images.shape[1:]),
+            x2=x2.reshape(size, pairs, *images.shape[1:]),
+            y=y,
+            index1=index[:, :, 0],
+            index2=index[:, :, 1],
+        )
+
+
+def _koch_params(
+    rng: np.random.Generator, spec: KochAffine, n: tuple[int, ...], shape: tuple[int, int]
+) -> np.ndarray:
+    """``float32 (*n, 7)`` affine parameters ``(θ rad, ρx, ρy, sx, sy, tx px, ty px)``."""
+    h, w = shape
+    u = rng.random((2, *n, 7))  # (values | switches, *n, 7)
+    lo = np.array(
+        [
+            -np.deg2rad(spec.rotation_deg),
+            -spec.shear,
+            -spec.shear,
+            spec.scale[0],
+            spec.scale[0],
+            -spec.translation * w,
+            -spec.translation * h,
+        ]
+    )
+    hi = np.array(
+        [
+            np.deg2rad(spec.rotation_deg),
+            spec.shear,
+            spec.shear,
+            spec.scale[1],
+            spec.scale[1],
+            spec.translation * w,
+            spec.translation * h,
+        ]
+    )
+    identity = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    return np.where(u[1] < spec.p, lo + (hi - lo) * u[0], identity).astype(np.float32)
+
+
+def _affine_warp(images: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Warp each image by its own affine transform, bilinear, zeros outside.
+
+    Args:
+        images: ``float32 (n, H, W)``.
+        params: ``float32 (n, 7)`` from :func:`_koch_params`.
+
+    Returns:
+        ``float32 (n, H, W)``: output pixel p shows input pixel ``A⁻¹(p - c - t) + c``,
+        with ``c`` the image centre.
+    """
+    n, h, w = images.shape
+    theta, shx, shy, sx, sy, tx, ty = (params[:, j : j + 1] for j in range(7))  # each (n, 1)
+    cos, sin = np.cos(theta), np.sin(theta)
+    # A = R · Shear · Scale, then its closed-form 2×2 inverse.
+    a00 = (cos - sin * shy) * sx
+    a01 = (cos * shx - sin) * sy
+    a10 = (sin + cos * shy) * sx
+    a11 = (sin * shx + cos) * sy
+    det = a00 * a11 - a01 * a10  # >= 0.8² · (1 - 0.3²) > 0 for Koch's ranges
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    rows, cols = np.divmod(np.arange(h * w, dtype=np.float32), np.float32(w))  # (H*W,)
+    u = cols[None, :] - np.float32(cx) - tx  # (n, H*W)
+    v = rows[None, :] - np.float32(cy) - ty
+    src_x = (a11 * u - a01 * v) / det + np.float32(cx)  # (n, H*W)
+    src_y = (a00 * v - a10 * u) / det + np.float32(cy)
+    x0 = np.floor(src_x)
+    y0 = np.floor(src_y)
+    fx = src_x - x0
+    fy = src_y - y0
+    # Pad by one zero pixel on every side; clip farther samples onto the zero border.
+    padded = np.zeros((n, h + 2, w + 2), dtype=np.float32)
+    padded[:, 1:-1, 1:-1] = images
+    flat = padded.reshape(-1)
+    base = (np.arange(n, dtype=np.int64) * (h + 2) * (w + 2))[:, None]  # (n, 1)
+    xi = np.clip(x0.astype(np.int64) + 1, 0, w + 1)
+    yi = np.clip(y0.astype(np.int64) + 1, 0, h + 1)
+    xj = np.clip(x0.astype(np.int64) + 2, 0, w + 1)
+    yj = np.clip(y0.astype(np.int64) + 2, 0, h + 1)
+    top = flat[base + yi * (w + 2) + xi] * (1 - fx) + flat[base + yi * (w + 2) + xj] * fx
+    bottom = flat[base + yj * (w + 2) + xi] * (1 - fx) + flat[base + yj * (w + 2) + xj] * fx
+    out = top * (1 - fy) + bottom * fy  # (n, H*W)
+    return out.reshape(n, h, w).astype(np.float32, copy=False)
+
+
+# -- MANN sequences --------------------------------------------------------------------
+class SequenceSampler(_Sampler):
+    """Episodes for memory-augmented networks (Santoro et al. 2016).
+
+    Each episode draws ``ways`` distinct classes, gives them labels in random order (label
+    ``j`` is ``classes[j]``), and shows ``samples_per_class`` distinct instances of each class
+    in one random interleaving of ``T = ways * samples_per_class`` steps, cut to the first
+    ``length`` steps when given. Step ``t`` carries the previous step's label encoding as
+    extra input (zeros at ``t = 0``).
+
+    Args:
+        dataset: each class needs ``samples_per_class`` instances.
+        ways: classes per episode.
+        samples_per_class: presentations of each class (10 in the paper).
+        length: keep only the first ``length`` steps (``<= ways * samples_per_class``).
+        seed: non-negative integer; episode ``i`` depends only on ``(seed, i)``.
+        labels: ``"onehot"`` (``L = ways``) or ``"string"``: each class gets a distinct random
+            string of 5 characters from a 5-letter alphabet, encoded 5-hot (``L = 25``),
+            as in the paper's 15-way experiments.
+        rotate: rotate all images of a class by the same random multiple of 90°, drawn per
+            episode (the paper's augmentation); needs square images.
+
+    Raises:
+        ValueError: non-positive sizes, more ways than classes (or than 5**5 strings),
+            ``length`` beyond ``T``, a class with too few instances, an unknown label mode, or
+            ``rotate`` on non-square images.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        ways: int,
+        samples_per_class: int,
+        length: int | None = None,
+        seed: int = 0,
+        labels: Literal["onehot", "string"] = "onehot",
+        rotate: bool = False,
+    ) -> None:
+        owner = type(self).__name__
+        self.dataset = dataset
+        self.ways = _count(owner, "ways", ways)
+        self.samples_per_class = _count(owner, "samples_per_class", samples_per_class)
+        self.seed = _count(owner, "seed", seed, minimum=0)
+        full = self.ways * self.samples_per_class
+        self.length = full if length is None else _count(owner, "length", length)
+        if self.length > full:
+            raise ValueError(
+                f"{owner}: length={self.length} exceeds ways × samples_per_class = "
+                f"{self.ways} × {self.samples_per_class} = {full} steps; lower length or raise "
+                f"samples_per_class."
+            )
+        if labels not in ("onehot", "string"):
+            raise ValueError(f"{owner}: labels must be 'onehot' or 'string'; found {labels!r}.")
+        self.labels = labels
+        if labels == "string" and self.ways > _STRING_CODES:
+            raise ValueError(
+                f"{owner}: labels='string' has only {STRING_ALPHABET}**{STRING_LENGTH} = "
+                f"{_STRING_CODES} distinct strings, but ways={self.ways}; lower ways to at "
+                f"most {_STRING_CODES} or use labels='onehot'."
+            )
+        h, w = dataset.image_shape
+        if rotate and h != w:
+            raise ValueError(
+                f"{owner}: rotate=True needs square images to rotate by 90°; '{dataset.name}' "
+                f"has {h} × {w}. Resize the dataset (dataset.resized(size)) or pass rotate=False."
+            )
+        self.rotate = bool(rotate)
+        _check_classes(
+            owner,
+            dataset,
+            self.ways,
+            self.samples_per_class,
+            ways="ways",
+            per_class="samples_per_class",
+        )
+        self._pool = _Pool.of(dataset)
+        # (T_full,) the label slot of each step before shuffling: 0 … 0, 1 … 1, …
+        self._slots = np.repeat(np.arange(self.ways, dtype=np.int64), self.samples_per_class)
+
+    @property
+    def label_size(self) -> int:
+        """``L``, the width of ``prev_label``: ``ways`` or ``25`` in string mode."""
+        return STRING_ALPHABET * STRING_LENGTH if self.labels == "string" else self.ways
+
+    def episode(self, i: int) -> SequenceEpisode:
+        """Episode ``i``: ``x (T, H*W)``, ``prev_label (T, L)``, ``y (T,)`` or ``(T, 5)``."""
+        return _unbatch(self.batch(self._index(i), 1))
+
+    def batch(self, start: int, size: int) -> SequenceEpisode:
+        """Episodes ``start .. start + size - 1`` stacked: every field gains a leading ``B``."""
+        n, per, t = self.ways, self.samples_per_class, self.length
+        full = n * per
+        string = self.labels == "string"
+        start, size = self._range(start, size)
+        rngs = [episode_rng(self.seed, i) for i in range(start, start + size)]
+        classes = np.empty((size, n), dtype=np.int64)  # (B, N)
+        index = np.empty((size, n, per), dtype=np.int64)  # (B, N, S)
+        slot = np.empty((size, full), dtype=np.int64)  # (B, T_full)
+        strings = np.empty((size, n, STRING_LENGTH if string else 0), dtype=np.int64)
+        turns = np.zeros((size, n), dtype=np.int64)  # (B, N) quarter turns per class
+        codes = np.full(1, _STRING_CODES, dtype=np.int64)  # (1,)
+        for e, rng in enumerate(rngs):
+            cls, idx = _choose(rng, self._pool, 1, n, per)
+            classes[e] = cls[0]
+            index[e] = idx[0]
+            slot[e] = self._slots[np.argsort(rng.random(full))]
+            if string:
+                # (N,) distinct ints < 5**5, one string per label
+                code = _distinct(rng, codes, n, _STRING_CODES, _STRING_CODES)[0]
+                strings[e] = code[:, None] // _STRING_PLACES % STRING_ALPHABET
+            if self.rotate:
+                turns[e] = (rng.random(n) * 4).astype(np.int64)
+        # Presentation count: a stable sort groups each class's steps in time order, and
+        # every class has exactly `per` steps, so ranks within a group are arange % per.
+        order = np.argsort(slot, axis=1, kind="stable")  # (B, T_full)
+        instance = np.empty_like(slot)
+        np.put_along_axis(instance, order, np.arange(full, dtype=np.int64) % per, axis=1)
+        slot, instance = slot[:, :t].copy(), instance[:, :t].copy()  # (B, T) first t steps
+        rows = np.arange(size)[:, None]  # (B, 1)
+        step_index = index[rows, slot, instance]  # (B, T)
+
+        images = self.dataset.images[step_index]  # (B, T, H, W) uint8
+        if self.rotate:
+            flat = images.reshape(-1, *images.shape[-2:])  # (B*T, H, W) view
+            step_turns = turns[rows, slot].reshape(-1)  # (B*T,)
+            for quarter in (1, 2, 3):
+                sel = step_turns == quarter
+                if sel.any():
+                    flat[sel] = np.rot90(flat[sel], quarter, axes=(1, 2))
+        x = _to_float(images.reshape(size, t, -1))  # (B, T, H*W)
+
+        if string:
+            y = strings[rows, slot]  # (B, T, 5)
+            eye = np.eye(STRING_ALPHABET, dtype=np.float32)
+            encoded = eye[y].reshape(size, t, -1)  # (B, T, 25) 5-hot
+        else:
+            y = slot.copy()  # (B, T)
+            encoded = np.eye(n, dtype=np.float32)[slot]  # (B, T, N)
+        prev = np.zeros_like(encoded)
+        prev[:, 1:] = encoded[:, :-1]
+        return SequenceEpisode(
+            x=x,
+            prev_label=prev,
+            y=y,
+            instance=instance,
+            classes=classes,
+            index=step_index,
+            label=slot,
+            strings=strings,
+        )
