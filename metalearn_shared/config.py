@@ -132,16 +132,20 @@ class SiameseConfig(_Config):
         head: ``"contrastive"`` (Euclidean distance + contrastive loss, label 1 = same),
             ``"cosine"`` (cosine embedding loss, label +1 = same, the seed's code) or
             ``"koch"`` (L1 of the twin embeddings → Dense(1) → sigmoid, BCE).
-        margin: contrastive / cosine-embedding margin.
+        margin: contrastive / cosine-embedding margin; ``None`` picks the head's default:
+            1.0 for contrastive (a distance), 0.0 for cosine (torch's default; a cosine
+            margin of 1 would never penalise a different pair). Unused by ``koch``.
     """
 
     model: ClassVar[str] = "siamese"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: str = "contrastive"
-    margin: float = 1.0
+    margin: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.head in SIAMESE_HEADS, f"unknown head {self.head!r}; choose one of {SIAMESE_HEADS}.")
+        if self.margin is None:
+            object.__setattr__(self, "margin", 1.0 if self.head == "contrastive" else 0.0)
 
 
 @dataclass(frozen=True)

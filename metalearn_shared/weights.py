@@ -283,7 +283,7 @@ def save_canonical(path: str | Path, arrays: Mapping[str, np.ndarray],
     from metalearn_shared.data.cache import atomic_write
 
     meta = {"format": CHECKPOINT_FORMAT, **dict(metadata)}
-    blob = save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
+    blob = save({k: np.asarray(v, order="C") for k, v in arrays.items()},  # keeps 0-d
                 metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
     path = Path(path)
     with atomic_write(path) as f:

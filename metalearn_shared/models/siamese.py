@@ -1,0 +1,175 @@
+"""Siamese network spec: weights, the three heads, few-shot prediction, the task contract.
+
+A Siamese network embeds both images of a pair with one backbone (``embedding``) and
+compares the embeddings with a head (:attr:`SiameseConfig.head`). Every head's model output
+is one number per pair, paired with one loss; all take the samplers' labels
+**1 = same, 0 = different**:
+
+================  ==================================  ==========================  ===========
+head              model output ``(B,)``               loss                        similarity
+================  ==================================  ==========================  ===========
+``contrastive``   Euclidean distance ``d >= 0``       contrastive, margin         ``-d``
+``cosine``        cosine similarity in ``[-1, 1]``    cosine embedding, margin    ``cos``
+``koch``          logit ``w . |e1 - e2| + b``         Koch BCE from logits        ``logit``
+================  ==================================  ==========================  ===========
+
+The cosine-embedding loss depends on the two embeddings only through their cosine, so the
+model returns the cosine and the loss takes it (no need to return both embeddings); its
+``+1/-1`` labels are made from the samplers' ``1/0`` inside the loss
+(:func:`~metalearn_shared.losses.pair_labels_to_sign`). The Koch head returns logits; a
+sigmoid is applied only when a probability is asked for.
+
+Few-shot prediction (``predict_episode``) scores every query against every support image
+(higher = more similar: minus the distance, the cosine, or the Koch logit) and returns the
+label of the best-scoring support image.
+
+Task contract (what a generic trainer relies on; both frameworks):
+    ``inputs, target = inputs_and_target(pair_batch)`` gives ``((x1, x2), y)`` numpy arrays;
+    the model maps ``inputs`` to the head output and ``model.make_loss()`` maps
+    ``(target, output)`` to the mean loss.
+
+All reference functions take embeddings in canonical (torch) element order; see
+:func:`metalearn_shared.models.backbones.flat_hwc_to_chw` for Keras ``conv4`` embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from metalearn_shared import losses
+from metalearn_shared.config import BACKBONES, SIAMESE_HEADS, BackboneConfig, SiameseConfig
+from metalearn_shared.episodes import PairBatch
+from metalearn_shared.models.backbones import backbone_spec, embedding_chw
+from metalearn_shared.weights import ParamSpec, dense
+
+__all__ = [
+    "variants",
+    "param_spec",
+    "loss_for",
+    "pair_output",
+    "pair_loss",
+    "support_scores",
+    "predict_from_scores",
+    "inputs_and_target",
+]
+
+
+def variants(image_size: int = 28) -> list[tuple[str, SiameseConfig]]:
+    """Every head × backbone, as ``("siamese-<head>-<backbone>", config)`` (parity, tests)."""
+    return [(f"siamese-{h}-{b}", SiameseConfig(BackboneConfig(b, image_size=image_size), head=h))
+            for b in BACKBONES for h in SIAMESE_HEADS]
+
+
+def param_spec(config: SiameseConfig) -> list[ParamSpec]:
+    """``embedding.*`` (the backbone) plus, for the Koch head, ``head`` = Dense(D → 1)."""
+    spec = backbone_spec(config.backbone, "embedding")
+    if config.head == "koch":
+        b = config.backbone
+        spec += dense("head", b.output_dim, 1, flatten_chw=embedding_chw(b))
+    return spec
+
+
+def loss_for(config: SiameseConfig) -> tuple[str, dict[str, Any]]:
+    """The head's loss: its class name in ``metalearn_tf.losses`` and ``metalearn_torch.losses``
+    (the same in both) and its keyword arguments, for the samplers' 1 = same / 0 = different."""
+    if config.head == "contrastive":
+        return "ContrastiveLoss", {"margin": config.margin}
+    if config.head == "cosine":
+        return "CosineEmbeddingLoss", {"margin": config.margin, "labels": "binary"}
+    return "KochVerificationLoss", {}
+
+
+def _koch(params: Mapping[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    if params is None or "head.weight" not in params:
+        raise ValueError("the koch head needs the canonical 'head.weight' and 'head.bias'.")
+    return np.asarray(params["head.weight"], np.float64), np.asarray(params["head.bias"], np.float64)
+
+
+def pair_output(
+    config: SiameseConfig,
+    e1: np.ndarray,
+    e2: np.ndarray,
+    params: Mapping[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """The head's output for embedding pairs (reference, float64).
+
+    Args:
+        config: picks the head.
+        e1, e2: ``(..., D)`` embeddings, broadcastable (``(B, D)`` pairs, or ``(Q, 1, D)``
+            against ``(1, S, D)`` for all query–support pairs).
+        params: canonical weights; needed for ``koch`` (``head.weight (1, D)``, ``head.bias``).
+
+    Returns:
+        ``(...)``: distance (contrastive), cosine similarity (cosine) or logit (koch).
+    """
+    if config.head == "contrastive":
+        return losses.euclidean_distance(e1, e2)
+    if config.head == "cosine":
+        return losses.cosine_similarity_torch(e1, e2)
+    w, b = _koch(params)
+    diff = np.abs(np.asarray(e1, np.float64) - np.asarray(e2, np.float64))  # (..., D)
+    return diff @ w[0] + b[0]
+
+
+def pair_loss(
+    config: SiameseConfig,
+    y_same: np.ndarray,
+    e1: np.ndarray,
+    e2: np.ndarray,
+    params: Mapping[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Per-pair reference loss of the head, from the two embeddings.
+
+    Args:
+        y_same: ``(B,)`` **1 = same, 0 = different**.
+        e1, e2: ``(B, D)``.
+
+    Returns:
+        ``(B,)`` float64: contrastive (margin), cosine embedding (margin, labels mapped to
+        ``+1/-1``) or Koch BCE.
+    """
+    if config.head == "contrastive":
+        return losses.contrastive(y_same, losses.euclidean_distance(e1, e2), config.margin)
+    if config.head == "cosine":
+        return losses.cosine_embedding(losses.pair_labels_to_sign(y_same), e1, e2, config.margin)
+    return losses.koch_verification(y_same, pair_output(config, e1, e2, params))
+
+
+def support_scores(
+    config: SiameseConfig,
+    support_emb: np.ndarray,
+    query_emb: np.ndarray,
+    params: Mapping[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Similarity of every query to every support image, higher = more alike.
+
+    Args:
+        support_emb: ``(S, D)``; query_emb: ``(Q, D)``.
+
+    Returns:
+        ``(Q, S)`` float64: ``-distance``, cosine, or Koch logit.
+    """
+    out = pair_output(config, np.asarray(query_emb)[:, None, :], np.asarray(support_emb)[None], params)
+    return -out if config.head == "contrastive" else out
+
+
+def predict_from_scores(scores: np.ndarray, support_y: np.ndarray) -> np.ndarray:
+    """``(Q,)`` label of each query's best-scoring support image (first one on ties)."""
+    return np.asarray(support_y)[np.argmax(scores, axis=1)]
+
+
+def inputs_and_target(batch: PairBatch) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """The task contract: one :class:`PairBatch` → ``((x1, x2), y)``.
+
+    ``x1, x2``: ``float32 (B, H, W)``; ``y``: ``float32 (B,)``, 1 = same. A Keras
+    ``PyDataset`` item, or the torch model's ``(inputs, target)`` once made tensors.
+    """
+    if np.ndim(batch.x1) != 3:
+        raise ValueError(
+            f"expected one pair batch with x1 of shape (B, H, W); found {np.shape(batch.x1)}. "
+            "Use PairSampler.episode(i), not .batch(start, size)."
+        )
+    return (batch.x1, batch.x2), np.asarray(batch.y, dtype=np.float32)

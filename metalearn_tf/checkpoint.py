@@ -1,0 +1,70 @@
+"""Keras side of the canonical weights: read/write a model's variables by canonical name.
+
+A Keras variable's path relative to the model (``"embedding/conv1/kernel"``) is the
+``keras_name`` of its :class:`~metalearn_shared.weights.ParamSpec`; the layout conversion
+is the one shared converter's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from metalearn_shared.models import param_spec
+from metalearn_shared.weights import load_canonical, save_canonical, to_canonical, to_framework
+
+__all__ = ["keras_variables", "get_canonical", "set_canonical", "save_checkpoint", "load_checkpoint"]
+
+
+def keras_variables(model: keras.Model) -> dict[str, Any]:
+    """``{path relative to the model: variable}`` for every weight of a built model."""
+    if not model.built:
+        raise ValueError(f"{model.name} is not built; call it on a batch (or build_model) first.")
+    out = {}
+    for v in model.weights:
+        parts = v.path.split("/")
+        rel = "/".join(parts[1:]) if parts[0] == model.name else v.path
+        out[rel] = v
+    return out
+
+
+def get_canonical(model: keras.Model) -> dict[str, np.ndarray]:
+    """The model's weights as canonical (torch-layout) numpy arrays."""
+    arrays = {k: keras.ops.convert_to_numpy(v) for k, v in keras_variables(model).items()}
+    return to_canonical(arrays, param_spec(model.config), "keras")
+
+
+def set_canonical(model: keras.Model, canonical: dict[str, np.ndarray]) -> None:
+    """Assign canonical arrays to the model (strict: every key, every shape)."""
+    variables = keras_variables(model)
+    for name, value in to_framework(canonical, param_spec(model.config), "keras").items():
+        var = variables[name]
+        var.assign(value.astype(var.dtype))
+
+
+def save_checkpoint(model: keras.Model, path: str | Path, **metadata: Any) -> Path:
+    """Canonical checkpoint (safetensors + JSON metadata) from a Keras model."""
+    meta = {"model": model.config.model, "config": model.config.to_dict(),
+            "source_framework": "keras", **metadata}
+    return save_canonical(path, get_canonical(model), _with_version(meta))
+
+
+def load_checkpoint(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
+    """Build the model a canonical checkpoint describes and load its weights."""
+    from metalearn_shared.config import config_from_dict
+    from metalearn_tf.models import build_model
+
+    arrays, meta = load_canonical(path)
+    model = build_model(config_from_dict(meta["config"]))
+    set_canonical(model, arrays)
+    return model, meta
+
+
+def _with_version(meta: dict[str, Any]) -> dict[str, Any]:
+    import metalearn_shared
+
+    return {"metalearn_version": metalearn_shared.__version__,
+            "keras_version": keras.__version__, **meta}

@@ -1,0 +1,25 @@
+"""One registry of model names; both frameworks implement every entry (timm-style)."""
+
+from __future__ import annotations
+
+import pytest
+
+from metalearn_shared.config import MODEL_REGISTRY
+
+
+@pytest.mark.parametrize("framework", ["metalearn_tf", "metalearn_torch"])
+def test_every_registered_model_is_implemented(framework):
+    pytest.importorskip("keras" if framework == "metalearn_tf" else "torch")
+    import importlib
+
+    models = importlib.import_module(f"{framework}.models")
+    assert sorted(models.available_models()) == sorted(MODEL_REGISTRY)
+
+
+def test_model_files_mirror_each_other():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tf_files = sorted(p.name for p in (root / "metalearn_tf").rglob("*.py"))
+    torch_files = sorted(p.name for p in (root / "metalearn_torch").rglob("*.py"))
+    assert tf_files == torch_files
