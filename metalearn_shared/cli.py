@@ -107,6 +107,7 @@ def _add_common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None, help="image side (28; 20 for mann/lstm)")
     p.add_argument("--rotations", action="store_true", help="rotations as extra classes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=None, help="pairs / episodes per step")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -121,11 +122,12 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model in one framework")
     _add_common_model_args(p)
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=None, help="pairs / episodes per step")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--optimizer", default=None, help="adam | rmsprop | sgd")
     p.add_argument("--out", default="runs/latest", help="run folder: log.csv, checkpoints, curves.png")
     p.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=500,
+                   help="steps between checkpoints (and at the end); 0 = only at the end")
     p.add_argument("--compile", action="store_true", help="torch.compile / XLA")
     p.add_argument("--eval-episodes", type=int, default=0, help="evaluate at the end (0 = no)")
     p.set_defaults(func=_cmd_train)
@@ -177,11 +179,29 @@ def _add_tools(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--to", required=True, choices=["tf", "torch", "canonical"])
     p.add_argument("--out", default=None)
-    p.set_defaults(func=_not_yet("issue 5: metalearn convert"))
+    p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("bench", help="benchmarks (same as python -m benchmarks)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark runner")
     p.set_defaults(func=_not_yet("issue 6: benchmarks"))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from metalearn_shared import demo
+
+    return demo.main(args)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="train + evaluate on glyphs in both frameworks, side by side")
+    p.add_argument("--model", default="protonet", help="protonet (default) or siamese")
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--episodes", type=int, default=600)
+    p.add_argument("--ways", type=int, default=5)
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/demo")
+    p.set_defaults(func=_cmd_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Few-shot meta-learning in Keras 3 and PyTorch, proven numerically equal.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
     _add_data(sub)
     _add_train_eval(sub)
     _add_tools(sub)

@@ -1,0 +1,149 @@
+"""``metalearn convert`` — checkpoints between Keras (``.keras``), PyTorch (safetensors
+``state_dict``) and the canonical checkpoint, preserving config and metadata.
+
+Formats (told apart by content, not only by suffix):
+
+* **canonical** — safetensors of canonical arrays, metadata ``format = metalearn-canonical/1``;
+* **torch** — safetensors of the full torch ``state_dict`` (``num_batches_tracked``
+  included), metadata ``format = metalearn-torch/1``; loadable with
+  ``model.load_state_dict(safetensors.torch.load_file(path))``;
+* **tf** — a Keras 3 ``.keras`` zip, loaded with ``safe_mode=True``.
+
+Pickle-based files (``torch.save`` output, ``.pkl``) and legacy HDF5 (``.h5``) are refused:
+loading them can execute code from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metalearn_shared.weights import CHECKPOINT_FORMAT, read_metadata
+
+__all__ = ["TORCH_FORMAT", "detect_format", "read_any", "write_as", "main"]
+
+TORCH_FORMAT = "metalearn-torch/1"
+_KERAS_META = "metalearn.json"
+_UNSAFE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".h5", ".hdf5"}
+
+
+def detect_format(path: str | Path) -> str:
+    """``"canonical"``, ``"torch"`` or ``"tf"``; raises a clear error for anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist.")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:4] == b"\x89HDF" or path.suffix.lower() in (".h5", ".hdf5"):
+        raise ValueError(f"{path} is a legacy HDF5 (.h5) file. metalearn does not load it: "
+                         "re-save the model as .keras (model.save('m.keras')) from a trusted "
+                         "environment, then convert that.")
+    if head[:1] == b"\x80" or (head[:2] == b"PK" and path.suffix.lower() != ".keras"):
+        raise ValueError(f"{path} looks like a pickle (torch.save) file. metalearn never unpickles: "
+                         "in a trusted environment load it with torch.load(..., weights_only=True) "
+                         "and save the state_dict with safetensors.torch.save_file.")
+    if path.suffix.lower() in _UNSAFE_SUFFIXES:
+        raise ValueError(f"{path}: {path.suffix} files may be pickles; metalearn reads only "
+                         ".safetensors and .keras.")
+    if head[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"{path} is a truncated or corrupt .keras file: {e}") from e
+        if "config.json" not in names:
+            raise ValueError(f"{path} is a zip but not a Keras 3 .keras file (no config.json).")
+        return "tf"
+    meta = read_metadata(path)
+    fmt = meta.get("format")
+    if fmt == CHECKPOINT_FORMAT:
+        return "canonical"
+    if fmt == TORCH_FORMAT:
+        return "torch"
+    raise ValueError(f"{path}: unknown checkpoint format {fmt!r}; expected {CHECKPOINT_FORMAT!r} "
+                     f"or {TORCH_FORMAT!r}.")
+
+
+def read_any(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Canonical arrays + metadata (with ``config``) from any supported checkpoint."""
+    from metalearn_shared.config import config_from_dict
+    from metalearn_shared.models import param_spec
+    from metalearn_shared.weights import check_canonical, load_canonical, to_canonical
+
+    fmt = detect_format(path)
+    if fmt == "tf":
+        from metalearn_tf.checkpoint import get_canonical
+        from metalearn_tf.evaluate import load_any
+
+        model, meta = load_any(str(path))
+        with zipfile.ZipFile(path) as z:
+            if _KERAS_META in z.namelist():
+                meta = {**meta, **json.loads(z.read(_KERAS_META))}
+        return get_canonical(model), {**meta, "config": model.config.to_dict(),
+                                      "model": model.config.model}
+    arrays, meta = load_canonical(path)
+    config = config_from_dict(meta["config"])
+    spec = param_spec(config)
+    if fmt == "torch":
+        arrays = {k: v for k, v in arrays.items() if not k.endswith("num_batches_tracked")}
+        arrays = to_canonical(arrays, spec, "torch")
+    check_canonical(arrays, spec)
+    return arrays, meta
+
+
+def write_as(arrays: dict[str, np.ndarray], meta: dict[str, Any], to: str, out: Path) -> Path:
+    """Write canonical ``arrays`` as ``to`` (``canonical``, ``torch`` or ``tf``) at ``out``."""
+    from metalearn_shared.config import config_from_dict
+    from metalearn_shared.weights import save_canonical
+
+    meta = {k: v for k, v in meta.items() if k != "format"}
+    meta["converted_from"] = meta.get("source_framework")
+    if to == "canonical":
+        return save_canonical(out, arrays, meta)
+    config = config_from_dict(meta["config"])
+    if to == "torch":
+        import torch
+
+        from metalearn_torch.checkpoint import set_canonical
+        from metalearn_torch.models import build_model
+
+        model = build_model(config)
+        set_canonical(model, arrays)
+        state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        return save_canonical(out, state, {**meta, "format": TORCH_FORMAT,
+                                           "torch_version": torch.__version__})
+    if to == "tf":
+        from metalearn_shared.data.cache import atomic_path
+        from metalearn_tf.checkpoint import set_canonical
+        from metalearn_tf.models import build_model
+
+        model = build_model(config)
+        set_canonical(model, arrays)
+        with atomic_path(out) as tmp:
+            model.save(tmp)
+            # Keras ignores extra zip members; ours carries the metadata across the round trip.
+            with zipfile.ZipFile(tmp, "a") as z:
+                z.writestr(_KERAS_META, json.dumps(meta, sort_keys=True, default=str))
+        return Path(out)
+    raise ValueError(f"--to must be tf, torch or canonical; got {to!r}.")
+
+
+_SUFFIX = {"canonical": ".canonical.safetensors", "torch": ".torch.safetensors", "tf": ".keras"}
+
+
+def main(args: Any) -> int:
+    src = Path(args.checkpoint)
+    arrays, meta = read_any(src)
+    stem = src.name.split(".")[0]
+    out = Path(args.out) if args.out else src.with_name(stem + _SUFFIX[args.to])
+    if out.resolve() == src.resolve():
+        raise ValueError(f"--out {out} is the input file; choose another path (nothing is overwritten).")
+    write_as(arrays, meta, args.to, out)
+    print(json.dumps({"from": str(src), "to": str(out), "format": args.to,
+                      "model": meta.get("model"), "parameters": len(arrays),
+                      "values": int(sum(a.size for a in arrays.values()))}))
+    return 0

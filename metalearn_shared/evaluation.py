@@ -1,0 +1,96 @@
+"""Framework-agnostic evaluation driver: both ``evaluate.py`` modules hand it a few
+numpy-in/numpy-out functions of their model and get the same report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metalearn_shared import training as T
+
+__all__ = ["ModelFns", "evaluate", "lake_runs", "main_eval"]
+
+
+class ModelFns:
+    """What evaluation needs of a model, as numpy functions.
+
+    Attributes:
+        predict: ``(support_x, support_y, query_x) -> labels (Q,)`` (few-shot models).
+        scores: ``(test (Q,H,W), train (K,H,W)) -> (Q, K)``, higher = more similar
+            (one-shot runs).
+        logits: ``(x (B,T,P), prev_label (B,T,L)) -> (B,T,C)`` (sequence models).
+    """
+
+    def __init__(self, predict: Callable | None = None, scores: Callable | None = None,
+                 logits: Callable | None = None) -> None:
+        self.predict, self.scores, self.logits = predict, scores, logits
+
+
+def evaluate(fns: ModelFns, setup: T.TrainSetup, episodes: int, out: Path | None = None,
+             label: str = "") -> dict[str, Any]:
+    """Evaluate on held-out classes; write ``eval.json`` (and the per-instance PNG) to ``out``."""
+    if episodes < 1:
+        raise ValueError(f"--episodes must be at least 1; got {episodes}.")
+    report: dict[str, Any] = {"model": setup.model_config.model, "episodes": episodes,
+                              "test_classes": setup.test_data.num_classes,
+                              "test_alphabets": list(setup.test_data.alphabets)}
+    if setup.family == "sequence":
+        per, overall = T.evaluate_sequences(fns.logits, setup.test_data, setup.ways,
+                                            setup.samples_per_class, episodes, setup.train.seed)
+        report["ways"] = setup.ways
+        report["accuracy"] = {"mean": overall.mean, "ci95": overall.ci95}
+        report["per_instance"] = {str(k): {"mean": v.mean, "ci95": v.ci95} for k, v in per.items()}
+        if out is not None:
+            T.plot_per_instance({label or setup.model_config.model: per}, Path(out) / "per_instance.png")
+    else:
+        acc = T.evaluate_fewshot(fns.predict, setup.test_data, setup.ways, setup.shots,
+                                 setup.queries, episodes, setup.train.seed)
+        report.update(ways=setup.ways, shots=setup.shots, queries=setup.queries,
+                      accuracy={"mean": acc.mean, "ci95": acc.ci95})
+    if out is not None:
+        T.write_json(Path(out) / "eval.json", report)
+    return report
+
+
+def lake_runs(fns: ModelFns, root: str | Path, size: int) -> dict[str, Any]:
+    """The official 20-way one-shot protocol on a folder of runs."""
+    from metalearn_shared.data.lake_runs import evaluate_runs
+
+    res = evaluate_runs(root, lambda test, train: np.asarray(fns.scores(test, train)),
+                        kind="score", size=size)
+    return {"runs": len(res.errors), "errors": [float(e) for e in res.errors],
+            "mean_error": float(res.mean_error)}
+
+
+def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]],
+              make_fns: Callable[[Any], ModelFns]) -> int:
+    """``metalearn eval``: load a checkpoint, rebuild its data split, report accuracy."""
+    import json
+
+    model, meta = load(args.checkpoint)
+    cfg = model.config
+    args.model = cfg.model
+    if hasattr(cfg, "backbone"):
+        args.backbone, args.size = cfg.backbone.name, cfg.backbone.image_size
+        args.head = getattr(cfg, "head", args.head)
+    else:
+        args.size = cfg.image_size
+        if args.ways != cfg.num_classes:
+            print(f"note: {cfg.model} outputs {cfg.num_classes} classes; using --ways {cfg.num_classes}")
+            args.ways = cfg.num_classes
+    args.steps = 0
+    setup = T.setup_from_args(args, framework)
+    fns = make_fns(model)
+    out = Path(args.out) if args.out else None
+    report = evaluate(fns, setup, args.episodes, out, label=f"{cfg.model} ({framework})")
+    if args.lake_runs:
+        report["lake_runs"] = lake_runs(fns, args.lake_runs, args.size)
+        if out is not None:
+            T.write_json(out / "eval.json", report)
+    report["checkpoint_step"] = meta.get("step")
+    report["framework"] = framework
+    print(json.dumps(report, indent=1))
+    return 0

@@ -1,0 +1,349 @@
+"""Framework-agnostic parts of training and evaluation, used by both trainers.
+
+Everything a run needs that is not a tensor operation lives here once: turning CLI
+arguments into configs, data splits and samplers; which episode feeds step ``s``; the CSV
+log both frameworks write (same columns, so curves can be plotted together); the run
+folder and resume bookkeeping; the evaluation loops and their plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metalearn_shared.config import (
+    MODEL_REGISTRY,
+    BackboneConfig,
+    LSTMConfig,
+    MANNConfig,
+    ModelConfig,
+    ProtoNetConfig,
+    SiameseConfig,
+    TrainConfig,
+)
+from metalearn_shared.data.dataset import ImageDataset
+from metalearn_shared.episodes import FewShotSampler, PairSampler, SequenceSampler
+from metalearn_shared.metrics import AccuracyCI, accuracy_ci, per_instance_accuracy
+
+__all__ = [
+    "LOG_COLUMNS",
+    "RunFiles",
+    "TrainSetup",
+    "setup_from_args",
+    "load_splits",
+    "train_sampler",
+    "step_batch",
+    "batch_accuracy",
+    "CSVLog",
+    "plot_curves",
+    "evaluate_fewshot",
+    "evaluate_sequences",
+    "plot_per_instance",
+    "write_json",
+]
+
+#: Columns of ``log.csv``, identical in both frameworks.
+LOG_COLUMNS = ("step", "loss", "accuracy", "seconds", "framework")
+
+#: Training defaults per episode family: (batch, lr, optimizer).
+_FAMILY_DEFAULTS = {
+    "pairs": (32, 1e-3, "adam"),
+    "fewshot": (1, 1e-3, "adam"),
+    "sequence": (16, 1e-4, "rmsprop"),  # Santoro et al. 2016: RMSprop, 1e-4
+}
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one run folder."""
+
+    root: Path
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.csv"
+
+    @property
+    def checkpoint(self) -> Path:
+        """Canonical weights (safetensors + JSON metadata), the last saved step."""
+        return self.root / "checkpoint.safetensors"
+
+    @property
+    def train_state(self) -> Path:
+        """Framework-specific optimiser state for ``--resume`` (safetensors)."""
+        return self.root / "train_state.safetensors"
+
+    @property
+    def curves(self) -> Path:
+        return self.root / "curves.png"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "run.json"
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    """Everything a trainer needs, built from CLI arguments."""
+
+    model_config: ModelConfig
+    train: TrainConfig
+    family: str
+    train_data: ImageDataset
+    test_data: ImageDataset
+    ways: int
+    shots: int
+    queries: int
+    samples_per_class: int
+    files: RunFiles
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.model_config.to_dict(),
+            "train": self.train.to_dict(),
+            "family": self.family,
+            "ways": self.ways, "shots": self.shots, "queries": self.queries,
+            "samples_per_class": self.samples_per_class,
+            "train_classes": self.train_data.num_classes,
+            "test_classes": self.test_data.num_classes,
+            "train_alphabets": list(self.train_data.alphabets),
+            "test_alphabets": list(self.test_data.alphabets),
+        }
+
+
+def load_splits(dataset: str, data_dir: str | None, size: int, rotations: bool,
+                seed: int, num_classes: int | None = None) -> tuple[ImageDataset, ImageDataset]:
+    """Alphabet-disjoint train / test datasets.
+
+    Omniglot: the official background / evaluation split when both are present, else a
+    seeded 75/25 alphabet split (small1 + small2: 6 / 2 of the 8 alphabets). Glyphs: a
+    seeded 75/25 split of its synthetic alphabets. Rotations by 90/180/270 become new
+    classes of the *training* split only (test classes stay as drawn).
+    """
+    from metalearn_shared import data
+
+    extra = {"num_classes": num_classes} if num_classes else {}
+    if dataset == "glyphs" and not num_classes:
+        extra = {"num_classes": 400}
+    ds = data.load_dataset(dataset, data_dir=data_dir, size=size, seed=seed, **extra)
+    bg = set(data.omniglot.BACKGROUND_ALPHABETS)
+    ev = set(data.omniglot.EVALUATION_ALPHABETS)
+    if dataset == "omniglot" and set(ds.alphabets) & bg and set(ds.alphabets) & ev:
+        train, test = data.omniglot.official_split(ds)
+    else:
+        train, test = data.omniglot.split_by_alphabet(ds, (0.75, 0.25), seed=seed)
+    if rotations:
+        train = data.add_rotations(train)
+    return train, test
+
+
+def setup_from_args(args: Any, framework: str) -> TrainSetup:
+    """Build a :class:`TrainSetup` from ``metalearn train``/``eval`` arguments."""
+    name = args.model
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_REGISTRY)}.")
+    family = MODEL_REGISTRY[name].family
+    size = args.size or (20 if family == "sequence" else 28)
+    backbone = BackboneConfig(name=args.backbone, image_size=size)
+    config: ModelConfig
+    if name == "siamese":
+        config = SiameseConfig(backbone=backbone, head=args.head)
+    elif name == "protonet":
+        config = ProtoNetConfig(backbone=backbone)
+    elif name == "mann":
+        config = MANNConfig(image_size=size, num_classes=args.ways)
+    else:
+        config = LSTMConfig(image_size=size, num_classes=args.ways)
+    d_batch, d_lr, d_opt = _FAMILY_DEFAULTS[family]
+    train = TrainConfig(
+        steps=getattr(args, "steps", 0) or 0,
+        batch=getattr(args, "batch", None) or d_batch,
+        lr=getattr(args, "lr", None) or d_lr,
+        optimizer=getattr(args, "optimizer", None) or d_opt,
+        seed=args.seed,
+        log_every=max(1, min(50, (getattr(args, "steps", 0) or 50) // 20)),
+        checkpoint_every=getattr(args, "checkpoint_every", 0) or 0,
+    )
+    train_ds, test_ds = load_splits(args.dataset, args.data_dir, size, args.rotations, args.seed)
+    out = getattr(args, "out", None) or "runs/latest"
+    return TrainSetup(config, train, family, train_ds, test_ds, args.ways, args.shots,
+                      args.queries, args.samples_per_class, RunFiles(Path(out)))
+
+
+def train_sampler(setup: TrainSetup) -> PairSampler | FewShotSampler | SequenceSampler:
+    """The seeded sampler whose episode ``s`` (or batch ``s``) feeds training step ``s``."""
+    seed = setup.train.seed
+    if setup.family == "pairs":
+        return PairSampler(setup.train_data, setup.train.batch, seed=seed)
+    if setup.family == "fewshot":
+        return FewShotSampler(setup.train_data, setup.ways, setup.shots, setup.queries, seed=seed)
+    return SequenceSampler(setup.train_data, setup.ways, setup.samples_per_class, seed=seed)
+
+
+def step_batch(sampler: Any, family: str, step: int, batch: int) -> Any:
+    """The numpy batch of training step ``step`` — a pure function of (seed, step), so a
+    resumed run sees exactly the episodes an uninterrupted one would."""
+    if family == "sequence":
+        return sampler.batch(step * batch, batch)
+    return sampler.episode(step)  # a PairBatch of `batch` pairs, or one few-shot episode
+
+
+def batch_accuracy(config: ModelConfig, output: np.ndarray, target: np.ndarray) -> float:
+    """Training-batch accuracy from a model's raw output (numpy, host side).
+
+    Pairs: same/different decided by the head's natural threshold (distance < margin/2,
+    cosine > 0, logit > 0). Few-shot and sequences: argmax of the logits.
+    """
+    output = np.asarray(output)
+    target = np.asarray(target)
+    if isinstance(config, SiameseConfig):
+        if config.head == "contrastive":
+            same = output < config.margin / 2
+        else:  # cosine similarity or Koch logit: both positive = same
+            same = output > 0
+        return float(np.mean(same == (target > 0)))
+    return float(np.mean(np.argmax(output, axis=-1) == target))
+
+
+class CSVLog:
+    """``log.csv`` with :data:`LOG_COLUMNS`; on resume, rows after the checkpoint's step
+    are dropped first (they were logged but their weights were never saved)."""
+
+    def __init__(self, path: Path, framework: str, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.framework = framework
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rows: list[dict[str, str]] = []
+        if resume_step is not None and self.path.exists():
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        from metalearn_shared.data.cache import atomic_write
+
+        with atomic_write(self.path, "w") as f:
+            w = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+        self._t0 = time.perf_counter() - (float(rows[-1]["seconds"]) if rows else 0.0)
+
+    def log(self, step: int, loss: float, accuracy: float) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([step, f"{loss:.6g}", f"{accuracy:.4f}",
+                                    f"{time.perf_counter() - self._t0:.2f}", self.framework])
+
+
+def read_log(path: Path) -> dict[str, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {c: np.array([float(r[c]) for r in rows]) for c in ("step", "loss", "accuracy", "seconds")}
+
+
+def plot_curves(logs: Sequence[Path], out: Path, labels: Sequence[str] | None = None) -> Path:
+    """Loss and accuracy against step for one or more ``log.csv`` files (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from metalearn_shared.data.cache import atomic_path
+
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, path in enumerate(logs):
+        d = read_log(path)
+        label = labels[i] if labels else Path(path).parent.name
+        ax_l.plot(d["step"], d["loss"], label=label)
+        ax_a.plot(d["step"], d["accuracy"], label=label)
+    ax_l.set(xlabel="step", ylabel="training loss", yscale="log")
+    ax_a.set(xlabel="step", ylabel="training-batch accuracy", ylim=(0, 1))
+    ax_a.legend()
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
+PredictFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def evaluate_fewshot(predict: PredictFn, data: ImageDataset, ways: int, shots: int,
+                     queries: int, episodes: int, seed: int,
+                     progress: bool = True) -> AccuracyCI:
+    """Mean accuracy ± 95% CI over ``episodes`` held-out episodes.
+
+    Args:
+        predict: ``(support_x, support_y, query_x) -> predicted labels (Q,)``.
+        seed: evaluation episodes use ``seed + 1_000_003`` so they never coincide with the
+            training stream of the same seed.
+    """
+    sampler = FewShotSampler(data, ways, shots, queries, seed=seed + 1_000_003)
+    acc = np.empty(episodes)
+    it = range(episodes)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"eval {ways}-way {shots}-shot", leave=False)
+    for i in it:
+        ep = sampler.episode(i)
+        acc[i] = np.mean(np.asarray(predict(ep.support_x, ep.support_y, ep.query_x)) == ep.query_y)
+    return accuracy_ci(acc)
+
+
+def evaluate_sequences(logits_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                       data: ImageDataset, ways: int, samples_per_class: int, episodes: int,
+                       seed: int, batch: int = 16) -> tuple[dict[int, AccuracyCI], AccuracyCI]:
+    """Per-instance accuracy (1st, 2nd, … presentation) on held-out sequence episodes.
+
+    Args:
+        logits_fn: ``(x (B, T, P), prev_label (B, T, L)) -> logits (B, T, C)``.
+
+    Returns:
+        ``({k: AccuracyCI}, overall AccuracyCI)``.
+    """
+    sampler = SequenceSampler(data, ways, samples_per_class, seed=seed + 1_000_003)
+    correct, instance = [], []
+    for start in range(0, episodes, batch):
+        b = sampler.batch(start, min(batch, episodes - start))
+        pred = np.argmax(np.asarray(logits_fn(b.x, b.prev_label)), axis=-1)
+        correct.append(pred == b.y)
+        instance.append(b.instance)
+    c, inst = np.concatenate(correct), np.concatenate(instance)
+    return per_instance_accuracy(c, inst), accuracy_ci(c.mean(axis=1))
+
+
+def plot_per_instance(results: dict[str, dict[int, AccuracyCI]], out: Path) -> Path:
+    """Accuracy against presentation number, one line per run (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from metalearn_shared.data.cache import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for label, res in results.items():
+        ks = sorted(res)
+        ax.errorbar(ks, [100 * res[k].mean for k in ks], yerr=[100 * res[k].ci95 for k in ks],
+                    marker="o", capsize=3, label=label)
+    ax.set(xlabel="presentation of the class", ylabel="accuracy (%)", ylim=(0, 100))
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """JSON written atomically."""
+    from metalearn_shared.data.cache import atomic_write
+
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    return Path(path)

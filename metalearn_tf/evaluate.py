@@ -1,0 +1,60 @@
+"""Keras evaluation: numpy-in/numpy-out views of a model for the shared evaluator.
+
+Mirror of ``metalearn_torch/evaluate.py``; the protocol (episodes, CI, per-instance accuracy,
+one-shot runs) is :mod:`metalearn_shared.evaluation`'s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from metalearn_shared import evaluation as E
+from metalearn_shared import training as T
+from metalearn_tf.checkpoint import load_checkpoint
+
+__all__ = ["model_fns", "evaluate_model", "load_any", "main_eval"]
+
+
+def model_fns(model: keras.Model) -> E.ModelFns:
+    """The numpy functions :class:`~metalearn_shared.evaluation.ModelFns` needs."""
+    np_ = keras.ops.convert_to_numpy
+
+    def predict(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
+        return np_(model.predict_episode(sx, sy, qx))
+
+    def scores(test: np.ndarray, train: np.ndarray) -> np.ndarray:
+        if model.config.model == "protonet":  # one shot: each training image its own class
+            return np_(model((train, np.arange(len(train)), test), training=False, ways=len(train)))
+        emb = model.embed
+        return np_(model.support_scores(emb(train, training=False), emb(test, training=False)))
+
+    def logits(x: np.ndarray, prev_label: np.ndarray) -> np.ndarray:
+        return np_(model((x, prev_label), training=False))
+
+    return E.ModelFns(predict=predict, scores=scores, logits=logits)
+
+
+def evaluate_model(model: keras.Model, setup: T.TrainSetup, episodes: int,
+                   out: Any = None) -> dict[str, Any]:
+    """Accuracy ± 95% CI of ``model`` on ``setup``'s held-out classes."""
+    return E.evaluate(model_fns(model), setup, episodes, out, label=f"{model.config.model} (keras)")
+
+
+def load_any(path: str) -> tuple[keras.Model, dict[str, Any]]:
+    """A canonical ``.safetensors`` checkpoint, or a ``.keras`` file (safe mode, no lambdas)."""
+    if Path(path).suffix == ".keras":
+        from metalearn_tf.models import available_models
+
+        available_models()  # imports (and so registers) every serialisable model class
+        model = keras.saving.load_model(path, safe_mode=True)
+        return model, {"source_framework": "keras"}
+    return load_checkpoint(path)
+
+
+def main_eval(args: Any) -> int:
+    """``metalearn eval --framework tf CHECKPOINT``."""
+    return E.main_eval(args, "keras", load_any, model_fns)

@@ -1,0 +1,56 @@
+"""PyTorch evaluation: numpy-in/numpy-out views of a model for the shared evaluator.
+
+Mirror of ``metalearn_tf/evaluate.py``; the protocol (episodes, CI, per-instance accuracy,
+one-shot runs) is :mod:`metalearn_shared.evaluation`'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from metalearn_shared import evaluation as E
+from metalearn_shared import training as T
+from metalearn_torch.checkpoint import load_checkpoint
+from metalearn_torch.models.backbones import inference
+
+__all__ = ["model_fns", "evaluate_model", "main_eval"]
+
+
+def model_fns(model: nn.Module) -> E.ModelFns:
+    """The numpy functions :class:`~metalearn_shared.evaluation.ModelFns` needs."""
+    device = next(model.parameters()).device
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, device=device)
+
+    def predict(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
+        return model.predict_episode(sx, sy, qx).cpu().numpy()
+
+    def scores(test: np.ndarray, train: np.ndarray) -> np.ndarray:
+        with inference(model):
+            if model.config.model == "protonet":  # one shot: each training image its own class
+                out = model(t(train), t(np.arange(len(train))), t(test), len(train))
+            else:
+                out = model.support_scores(model.embed(t(train)), model.embed(t(test)))
+        return out.cpu().numpy()
+
+    def logits(x: np.ndarray, prev_label: np.ndarray) -> np.ndarray:
+        with inference(model):
+            return model(t(x), t(prev_label)).cpu().numpy()
+
+    return E.ModelFns(predict=predict, scores=scores, logits=logits)
+
+
+def evaluate_model(model: nn.Module, setup: T.TrainSetup, episodes: int,
+                   out: Any = None) -> dict[str, Any]:
+    """Accuracy ± 95% CI of ``model`` on ``setup``'s held-out classes."""
+    return E.evaluate(model_fns(model), setup, episodes, out, label=f"{model.config.model} (torch)")
+
+
+def main_eval(args: Any) -> int:
+    """``metalearn eval --framework torch CHECKPOINT``."""
+    return E.main_eval(args, "torch", load_checkpoint, model_fns)

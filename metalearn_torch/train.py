@@ -1,0 +1,152 @@
+"""PyTorch training: a plain loop with ``tqdm``, ``torch.optim`` and optional ``torch.compile``.
+
+Mirror of ``metalearn_tf/train.py``. What is not a tensor operation (configs, data splits,
+which episode feeds step ``s``, the CSV log, the run folder) is shared, in
+:mod:`metalearn_shared.training`. Step ``s`` always trains on episode/batch ``s`` of the
+seeded sampler, so ``N`` steps + ``--resume`` + ``M`` steps equals ``N + M`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from metalearn_shared import training as T
+from metalearn_shared.config import TrainConfig
+from metalearn_torch.checkpoint import save_checkpoint, set_canonical
+from metalearn_torch.models import build_model
+
+__all__ = ["make_optimizer", "train", "main_train", "OPTIMIZER_SETTINGS"]
+
+#: Optimiser hyper-parameters pinned to the same values in both frameworks (their
+#: defaults differ: Adam eps 1e-8 torch / 1e-7 Keras; RMSprop alpha 0.99 torch / rho 0.9 Keras).
+OPTIMIZER_SETTINGS = {"adam": {"eps": 1e-7}, "rmsprop": {"alpha": 0.9, "eps": 1e-7}, "sgd": {}}
+
+
+def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser ``cfg`` names, with :data:`OPTIMIZER_SETTINGS`."""
+    kinds = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
+    if cfg.optimizer not in kinds:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose one of {sorted(kinds)}.")
+    return kinds[cfg.optimizer](params, lr=cfg.lr, **OPTIMIZER_SETTINGS[cfg.optimizer])
+
+
+def _accuracy(output: torch.Tensor, target: torch.Tensor, config: Any) -> torch.Tensor:
+    """On-device mirror of :func:`metalearn_shared.training.batch_accuracy` (no host sync)."""
+    if config.model == "siamese":
+        same = output < config.margin / 2 if config.head == "contrastive" else output > 0
+        return (same == (target > 0)).float().mean()
+    return (output.argmax(-1) == target).float().mean()
+
+
+def _save_train_state(opt: torch.optim.Optimizer, path: Path, step: int) -> None:
+    """Optimiser state as safetensors (tensors) + JSON (hyper-parameters); never pickled."""
+    from metalearn_shared.weights import save_canonical
+
+    sd = opt.state_dict()
+    arrays = {f"{i}.{k}": v.detach().cpu().numpy() for i, st in sd["state"].items()
+              for k, v in st.items() if torch.is_tensor(v)}
+    save_canonical(path, arrays, {"step": step, "param_groups": sd["param_groups"],
+                                  "framework": "torch"})
+
+
+def _load_train_state(opt: torch.optim.Optimizer, path: Path) -> int:
+    from metalearn_shared.weights import load_canonical
+
+    arrays, meta = load_canonical(path)
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in arrays.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = torch.from_numpy(np.array(value))
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return int(meta["step"])
+
+
+def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: bool = False,
+          progress: bool = True) -> dict[str, Any]:
+    """Train ``model`` for ``setup.train.steps`` steps; write log, checkpoints and curves.
+
+    Returns:
+        ``{"steps": ..., "seconds": ..., "final_loss": ...}``.
+    """
+    cfg, files = setup.train, setup.files
+    files.root.mkdir(parents=True, exist_ok=True)
+    opt = make_optimizer(model.parameters(), cfg)
+    start = 0
+    if resume:
+        if not files.checkpoint.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint in {files.root}; train without "
+                                    "--resume first (or point --out at the run to continue).")
+        from metalearn_shared.weights import load_canonical
+
+        arrays, _ = load_canonical(files.checkpoint)
+        set_canonical(model, arrays)
+        start = _load_train_state(opt, files.train_state)
+    T.write_json(files.config, {**setup.describe(), "framework": "torch"})
+    log = T.CSVLog(files.log, "torch", resume_step=start if resume else None)
+    sampler = T.train_sampler(setup)
+    loss_fn = model.make_loss()
+    forward = model
+    if compile and hasattr(model, "compile_cell"):
+        model.compile_cell()  # recurrent models: one compiled step, not 50 unrolled ones
+    elif compile:
+        forward = torch.compile(model)
+    model.train()
+
+    from tqdm import tqdm
+
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="torch train",
+               disable=not progress)
+    loss_sum = torch.zeros(())
+    acc_sum = torch.zeros(())
+    n = 0
+    last_loss = float("nan")
+    for step in bar:
+        inputs, target = model.inputs_and_target(T.step_batch(sampler, setup.family, step, cfg.batch))
+        output = forward(*inputs)
+        loss = loss_fn(output, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach()
+        acc_sum += _accuracy(output.detach(), target, model.config)
+        n += 1
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            last_loss = float(loss_sum) / n  # one host sync per log interval
+            if not np.isfinite(last_loss):
+                raise FloatingPointError(f"loss became {last_loss} at step {done}; "
+                                         "lower --lr. The last checkpoint is untouched.")
+            log.log(done, last_loss, float(acc_sum) / n)
+            bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{float(acc_sum) / n:.3f}")
+            loss_sum.zero_()
+            acc_sum.zero_()
+            n = 0
+        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
+            save_checkpoint(model, files.checkpoint, step=done, seed=cfg.seed,
+                            episode_stream="episode s = f(seed, s)")
+            _save_train_state(opt, files.train_state, done)
+    bar.close()
+    if files.log.exists():
+        T.plot_curves([files.log], files.curves, labels=["torch"])
+    return {"steps": cfg.steps, "final_loss": last_loss}
+
+
+def main_train(args: Any) -> int:
+    """``metalearn train --framework torch …``."""
+    setup = T.setup_from_args(args, "torch")
+    model = build_model(setup.model_config, seed=setup.train.seed)
+    result = train(model, setup, resume=args.resume, compile=args.compile)
+    print(f"torch: trained {setup.model_config.model} for {result['steps']} steps; "
+          f"final loss {result['final_loss']:.4f}; run folder {setup.files.root}")
+    if args.eval_episodes:
+        from metalearn_torch.evaluate import evaluate_model
+
+        res = evaluate_model(model, setup, args.eval_episodes)
+        print(json.dumps(res, indent=1))
+    return 0
