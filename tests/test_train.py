@@ -79,3 +79,15 @@ def test_cross_framework_eval_of_a_checkpoint(model, extra, tmp_path, capsys):
 
         accs[fw] = json.loads((tmp_path / fw / "eval.json").read_text())["accuracy"]["mean"]
     assert accs["torch"] == pytest.approx(accs["tf"])
+
+
+def test_demo_runs_both_frameworks_side_by_side(tmp_path, capsys):
+    """The README's main job, in a tiny mode."""
+    pytest.importorskip("torch")
+    pytest.importorskip("keras")
+    assert main(["demo", "--steps", "3", "--episodes", "4", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("trained in"):].splitlines()
+    assert len(table) == 4  # header + torch/torch + torch/tf + tf/tf
+    torch_torch, torch_tf = table[1].split()[-3], table[2].split()[-3]
+    assert torch_torch == torch_tf  # one checkpoint, two frameworks, same accuracy

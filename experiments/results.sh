@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The experiments behind docs/results.md: trained only on the official small Omniglot
+# background sets (small1 + small2 = 242 characters, 8 alphabets), alphabet-disjoint split
+# (6 train / 2 test alphabets, seed 0), rotations as extra training classes.
+# One CPU thread per run, so that two runs can share a 2-core machine.
+#   usage: OMNIGLOT=path/to/folder bash experiments/results.sh [protonet|siamese|mann|lstm ...]
+set -euo pipefail
+OMNIGLOT=${OMNIGLOT:-../shared/data/omniglot}
+OUT=${OUT:-runs}
+export OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 TF_CPP_MIN_LOG_LEVEL=2
+DATA=(--dataset omniglot --data-dir "$OMNIGLOT" --seed 0)
+
+evaluate_fewshot() {  # fw run
+  metalearn eval --framework "$1" "$OUT/$2/checkpoint.safetensors" "${DATA[@]}" \
+    --ways 5 --shots 1 --queries 15 --episodes 1000 --out "$OUT/$2/eval-5w1s-$1"
+  metalearn eval --framework "$1" "$OUT/$2/checkpoint.safetensors" "${DATA[@]}" \
+    --ways 20 --shots 1 --queries 5 --episodes 600 --out "$OUT/$2/eval-20w1s-$1"
+}
+
+protonet() {  # Snell et al.: train with more ways than tested
+  for fw in torch tf; do
+    metalearn train --framework $fw --model protonet "${DATA[@]}" --rotations \
+      --ways 20 --shots 1 --queries 5 --steps 2500 --out "$OUT/exp-protonet-$fw"
+    evaluate_fewshot $fw exp-protonet-$fw
+  done
+}
+
+siamese() {  # head given as $HEAD (contrastive | cosine | koch)
+  local head=${HEAD:-contrastive}
+  for fw in ${FRAMEWORKS:-torch tf}; do
+    metalearn train --framework $fw --model siamese --head "$head" "${DATA[@]}" --rotations \
+      --batch 64 --steps 2500 --out "$OUT/exp-siamese-$head-$fw"
+    evaluate_fewshot $fw exp-siamese-$head-$fw
+  done
+}
+
+sequence() {  # model steps: MANN / LSTM, 5-way, 10 samples per class, 20x20, batch 16
+  for fw in ${FRAMEWORKS:-torch tf}; do
+    metalearn train --framework $fw --model "$1" "${DATA[@]}" --rotations --size 20 \
+      --ways 5 --samples-per-class 10 --batch 16 --optimizer adam --lr 1e-3 \
+      --steps "$2" --out "$OUT/exp-$1-$fw" ${COMPILE:+--compile}
+    metalearn eval --framework $fw "$OUT/exp-$1-$fw/checkpoint.safetensors" "${DATA[@]}" \
+      --size 20 --ways 5 --samples-per-class 10 --episodes 1000 --out "$OUT/exp-$1-$fw/eval-$fw"
+  done
+}
+
+for what in "${@:-protonet siamese mann lstm}"; do
+  case $what in
+    protonet) protonet ;;
+    siamese) siamese ;;
+    mann) sequence mann "${MANN_STEPS:-4000}" ;;
+    lstm) sequence lstm "${LSTM_STEPS:-2000}" ;;
+    *) echo "unknown experiment $what" >&2; exit 2 ;;
+  esac
+done
