@@ -59,8 +59,11 @@ def lake_runs(fns: ModelFns, root: str | Path, size: int) -> dict[str, Any]:
     """The official 20-way one-shot protocol on a folder of runs."""
     from metalearn_shared.data.lake_runs import evaluate_runs
 
-    res = evaluate_runs(root, lambda test, train: np.asarray(fns.scores(test, train)),
-                        kind="score", size=size)
+    def score(test: np.ndarray, train: np.ndarray) -> np.ndarray:
+        # The reader gives stroke-high uint8, the samplers' float32 [0, 1] is what models take.
+        return np.asarray(fns.scores(test.astype(np.float32) / 255.0, train.astype(np.float32) / 255.0))
+
+    res = evaluate_runs(root, score, kind="score", size=size)
     return {"runs": len(res.errors), "errors": [float(e) for e in res.errors],
             "mean_error": float(res.mean_error)}
 

@@ -91,3 +91,24 @@ def test_demo_runs_both_frameworks_side_by_side(tmp_path, capsys):
     assert len(table) == 4  # header + torch/torch + torch/tf + tf/tf
     torch_torch, torch_tf = table[1].split()[-3], table[2].split()[-3]
     assert torch_torch == torch_tf  # one checkpoint, two frameworks, same accuracy
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_eval_on_official_one_shot_runs(fw, tmp_path, capsys):
+    """``metalearn eval --lake-runs`` scores a folder in the official 20-run format."""
+    pytest.importorskip("torch")
+    pytest.importorskip("keras")
+    import json
+
+    from metalearn_shared.data import write_runs
+    from metalearn_shared.training import load_splits
+
+    _, test = load_splits("glyphs", None, 28, False, seed=3)
+    runs = write_runs(test, tmp_path / "runs", n_runs=2, seed=0)
+    _train("torch", tmp_path / "run", 2)
+    assert main(["eval", "--framework", fw, str(tmp_path / "run" / "checkpoint.safetensors"),
+                 "--episodes", "2", "--lake-runs", str(runs), "--out", str(tmp_path / "ev"),
+                 *TINY]) == 0
+    rep = json.loads((tmp_path / "ev" / "eval.json").read_text())["lake_runs"]
+    assert rep["runs"] == 2 and len(rep["errors"]) == 2
+    assert 0.0 <= rep["mean_error"] < 0.95  # better than chance (19/20) on easy glyphs
