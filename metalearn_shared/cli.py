@@ -168,12 +168,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _add_tools(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("parity", help="measure cross-framework parity of every model")
-    p.add_argument("--model", default="all")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="parity-report")
-    p.add_argument("--tiny", action="store_true", help="small sizes (for tests)")
-    p.set_defaults(func=_not_yet("issue 5: parity as a product"))
+    p.add_argument("--model", default="all", help="all | siamese | protonet | mann | lstm")
+    p.add_argument("--steps", type=int, default=10, help="SGD steps compared (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="weights, data and episodes")
+    p.add_argument("--out", default="parity-report",
+                   help="folder for parity.json and the PNG plots (default parity-report)")
+    p.add_argument("--tiny", action="store_true",
+                   help="one small variant per model, at most 3 steps (for tests)")
+    p.set_defaults(func=_cmd_parity)
 
     p = sub.add_parser("convert", help="convert a checkpoint between tf, torch and canonical")
     p.add_argument("checkpoint")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from metalearn_shared.weights import CHECKPOINT_FORMAT, read_metadata
+from metalearn_shared.weights import CHECKPOINT_FORMAT, looks_like_safetensors, read_metadata
 
 __all__ = ["TORCH_FORMAT", "detect_format", "read_any", "write_as", "main"]
 
@@ -37,7 +37,9 @@ def detect_format(path: str | Path) -> str:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist.")
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(9)
+    if looks_like_safetensors(head, path.stat().st_size):
+        head = b""  # a safetensors header length may begin with a pickle's or a zip's bytes
     if head[:4] == b"\x89HDF" or path.suffix.lower() in (".h5", ".hdf5"):
         raise ValueError(f"{path} is a legacy HDF5 (.h5) file. metalearn does not load it: "
                          "re-save the model as .keras (model.save('m.keras')) from a trusted "

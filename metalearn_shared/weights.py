@@ -40,6 +40,7 @@ __all__ = [
     "save_canonical",
     "load_canonical",
     "read_metadata",
+    "looks_like_safetensors",
 ]
 
 FRAMEWORKS = ("torch", "keras")
@@ -291,14 +292,27 @@ def save_canonical(path: str | Path, arrays: Mapping[str, np.ndarray],
     return path
 
 
+def looks_like_safetensors(head: bytes, size: int) -> bool:
+    """Whether a file's first 9 bytes (and its size) fit the safetensors layout.
+
+    A safetensors file starts with its JSON header's length (8 bytes, little-endian) and
+    then the header's ``{``. Only that is conclusive: the length's first byte alone can be
+    ``0x80`` (a pickle's first byte: any header of 128 + 256k bytes, and headers are padded
+    to multiples of 8, so one file in 32) or ``PK`` (a zip's).
+    """
+    return len(head) >= 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size
+
+
 def _open_checked(path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist.")
     if path.stat().st_size < 8:
         raise ValueError(f"checkpoint {path} is truncated ({path.stat().st_size} bytes).")
     with open(path, "rb") as f:
-        head = f.read(2)
-    if head[:1] == b"\x80" or head == b"PK":
+        head = f.read(9)
+    if looks_like_safetensors(head, path.stat().st_size):
+        return
+    if head[:1] == b"\x80" or head[:2] == b"PK":
         raise ValueError(
             f"{path} looks like a pickle or zip (torch.save / .keras) file, not a canonical "
             "safetensors checkpoint. metalearn never unpickles; convert it with "

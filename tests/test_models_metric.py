@@ -23,8 +23,8 @@ from metalearn_shared.models import param_spec
 from metalearn_shared.models import protonet as protonet_spec
 from metalearn_shared.models import siamese as siamese_spec
 from metalearn_shared.models.backbones import backbone_forward, embedding_chw, flat_hwc_to_chw
+from metalearn_shared.tolerances import assert_close, assert_close_scaled
 from metalearn_shared.weights import framework_shape
-from tests.parity.tolerances import assert_close, assert_close_scaled
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -23,8 +23,8 @@ from metalearn_shared.losses import sequence_cross_entropy  # noqa: E402
 from metalearn_shared.models import lstm as lstm_spec  # noqa: E402
 from metalearn_shared.models import mann as mann_spec  # noqa: E402
 from metalearn_shared.models import param_spec  # noqa: E402
+from metalearn_shared.tolerances import assert_close  # noqa: E402
 from metalearn_shared.weights import framework_shape  # noqa: E402
-from tests.parity.tolerances import assert_close  # noqa: E402
 
 FRAMEWORKS = ["torch", "tf"]
 T_STEPS = 50

@@ -112,3 +112,25 @@ def test_bad_checkpoint_files_are_refused_clearly(tmp_path):
         W.load_canonical(pickle_file)
     with pytest.raises(FileNotFoundError):
         W.load_canonical(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize("header_length", [0x480, 0x4B50])  # first bytes 0x80 / "PK"
+def test_a_header_length_that_looks_like_a_pickle_or_zip_still_loads(tmp_path, header_length):
+    """A safetensors file starts with its header's length (a multiple of 8): 1 in 32 begins
+    with 0x80 (a pickle's first byte), 1 in 8192 with "PK" (a zip's). Only the ``{`` after
+    it decides."""
+    from metalearn_shared.convert import detect_format
+
+    path = tmp_path / "ck.safetensors"
+    pad = 0
+    for _ in range(20):  # grow the metadata until the header has exactly that length
+        W.save_canonical(path, {"a": np.ones(3, np.float32)}, {"model": "x", "pad": "p" * pad})
+        found = int.from_bytes(path.read_bytes()[:8], "little")
+        if found == header_length:
+            break
+        pad += max(1, header_length - found)
+    else:
+        pytest.fail(f"no padding gives a header of {header_length} bytes")
+    arrays, meta = W.load_canonical(path)
+    assert meta["model"] == "x" and arrays["a"].tolist() == [1.0, 1.0, 1.0]
+    assert detect_format(path) == "canonical"

@@ -59,6 +59,9 @@ Parameters (canonical names; see :func:`param_spec`):
     ``cell.controller.{weight_ih (4U, I+L+H*W), weight_hh (4U, U), bias (4U,)}``,
     ``cell.key.{weight (H*W, U), bias}``, ``cell.alpha.{weight (H, U), bias}``,
     ``cell.classifier.{weight (C*G, U+H*W), bias}``.
+
+Task contract: the LSTM baseline's (:func:`metalearn_shared.models.lstm.inputs_and_target`,
+re-exported here so that every model's spec module has one).
 """
 
 from __future__ import annotations
@@ -69,7 +72,13 @@ from typing import NamedTuple
 import numpy as np
 
 from metalearn_shared.config import MANNConfig
-from metalearn_shared.models.lstm import group_logits, join_inputs, lstm_step, sigmoid
+from metalearn_shared.models.lstm import (
+    group_logits,
+    inputs_and_target,
+    join_inputs,
+    lstm_step,
+    sigmoid,
+)
 from metalearn_shared.weights import ParamSpec, dense, lstm
 
 __all__ = [
@@ -79,6 +88,7 @@ __all__ = [
     "least_used_ranks",
     "least_used_slots",
     "reference_forward",
+    "inputs_and_target",
 ]
 
 

@@ -1,0 +1,89 @@
+"""``metalearn parity``: the tiny run passes and writes its table, JSON and plots; a broken
+conversion or a tighter table makes it fail with a non-zero exit status."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metalearn_shared import parity
+from metalearn_shared.cli import main
+from metalearn_shared.config import MODEL_REGISTRY
+
+pytestmark = pytest.mark.parity
+
+
+@pytest.mark.parametrize("tiny", [False, True])
+def test_every_registered_model_has_cases(tiny):
+    assert {c.model for c in parity.cases(tiny=tiny)} == set(MODEL_REGISTRY)
+    assert parity.cases("lstm", tiny=tiny) and all(c.model == "lstm" for c in parity.cases("lstm"))
+
+
+def test_unknown_model_is_a_clear_error(capsys):
+    assert main(["parity", "--model", "resnet", "--tiny"]) == 2
+    assert "resnet" in capsys.readouterr().err
+
+
+def test_tiny_run_passes_and_writes_table_json_and_plots(tmp_path, capsys):
+    pytest.importorskip("keras")
+    pytest.importorskip("torch")
+    assert main(["parity", "--tiny", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "worst/tol" in out and "all within the tolerance table" in out
+
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["passed"] and report["tiny"] and report["steps"] == 3
+    assert set(report["tolerances"]) >= {"forward", "loss", "grad", "train"}
+    results = report["results"]
+    assert {r["model"] for r in results} == set(MODEL_REGISTRY)
+    assert {r["direction"] for r in results} == set(parity.DIRECTIONS)
+    for r in results:
+        groups = {f["group"] for f in r["figures"]}
+        assert {"forward", "loss", "grad", "train"} <= groups, r["case"]
+        assert len(r["step_errors"]) == 3 and r["moved"] > 0
+        assert r["step_ms"]["torch"] > 0 and r["step_ms"]["keras"] > 0
+        assert all(f["passed"] and f["ratio"] <= 1 for f in r["figures"])
+    assert any(f["group"] == "lrua" for r in results for f in r["figures"])
+
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert "steps.png" in pngs and len(pngs) == 1 + len({r["case"] for r in results})
+    for name in pngs:
+        assert np.asarray(Image.open(tmp_path / name)).std() > 0
+
+
+def test_a_corrupted_weight_fails(tmp_path, monkeypatch, capsys):
+    """A destination that loads one bias off by 1e-3 (a converter bug) is caught."""
+    pytest.importorskip("keras")
+    pytest.importorskip("torch")
+    import metalearn_tf.checkpoint as kckpt
+    import metalearn_torch.checkpoint as tckpt
+    from metalearn_shared.weights import load_canonical
+
+    def corrupted(path):
+        arrays, meta = load_canonical(path)
+        arrays["classifier.bias"] = arrays["classifier.bias"] + np.float32(1e-3)
+        return arrays, meta
+
+    monkeypatch.setattr(kckpt, "load_canonical", corrupted)
+    monkeypatch.setattr(tckpt, "load_canonical", corrupted)
+    assert main(["parity", "--tiny", "--model", "lstm", "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL lstm-tiny" in out and "logits vs src" in out
+    assert not json.loads((tmp_path / "parity.json").read_text())["passed"]
+
+
+def test_a_tighter_table_fails(tmp_path, monkeypatch):
+    """The exit status reads the one table: tighten it below fp32 rounding and it fails."""
+    pytest.importorskip("keras")
+    pytest.importorskip("torch")
+    from metalearn_shared import tolerances
+
+    monkeypatch.setitem(tolerances.TOL, "forward", (0.0, 1e-12))
+    assert main(["parity", "--tiny", "--model", "lstm", "--out", str(tmp_path)]) == 1
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["tolerances"]["forward"]["atol"] == 1e-12
+    assert any(f["kind"] == "forward" and not f["passed"]
+               for r in report["results"] for f in r["figures"])
