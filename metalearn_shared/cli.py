@@ -141,13 +141,6 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
-def _not_yet(issue: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise CLIError(f"`metalearn {args.command}` is not implemented yet ({issue}).")
-
-    return run
-
-
 def _cmd_parity(args: argparse.Namespace) -> int:
     from metalearn_shared import parity
 
@@ -185,7 +178,7 @@ def _add_tools(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("bench", help="benchmarks (same as python -m benchmarks)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark runner")
-    p.set_defaults(func=_not_yet("issue 6: benchmarks"))
+    p.set_defaults(func=_cmd_bench)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

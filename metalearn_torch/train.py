@@ -33,7 +33,11 @@ def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
     kinds = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
     if cfg.optimizer not in kinds:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose one of {sorted(kinds)}.")
-    return kinds[cfg.optimizer](params, lr=cfg.lr, **OPTIMIZER_SETTINGS[cfg.optimizer])
+    # Fused (Adam, SGD) / foreach (RMSprop) kernels: one pass over all parameters instead of
+    # a loop of small ops (docs/benchmarks.md measured the Adam update 37 ms -> 6 ms).
+    speed = {"adam": {"fused": True}, "sgd": {"fused": True}, "rmsprop": {"foreach": True}}
+    return kinds[cfg.optimizer](params, lr=cfg.lr, **OPTIMIZER_SETTINGS[cfg.optimizer],
+                                **speed[cfg.optimizer])
 
 
 def _accuracy(output: torch.Tensor, target: torch.Tensor, config: Any) -> torch.Tensor:

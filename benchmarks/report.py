@@ -1,0 +1,366 @@
+"""Derived figures (FLOP fractions, the sampler's share, the targets), the Markdown report and
+the PNG charts, all from the results dictionary the runner collects.
+
+Every target of issue 6 becomes a row ``{"target", "measured", "threshold",
+"higher_is_better", "pass", "why"}``; ``pass`` is ``None`` when the run did not measure what the target needs (a section
+left out, easyfsl missing). ``why`` is built from measured evidence only — the profile's top
+operators, CPU time against wall time, page faults per step — never from a fixed sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["derive", "targets", "markdown", "charts"]
+
+
+# -- small helpers --------------------------------------------------------------------------
+def _ok(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if "per_s" in r]
+
+
+def _best(records: Iterable[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    """The fastest successful record whose fields equal ``match``."""
+    rows = [r for r in _ok(records) if all(r.get(k) == v for k, v in match.items())]
+    return max(rows, key=lambda r: r["per_s"]) if rows else None
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        if x == 0:
+            return "0"
+        if abs(x) >= 1000:
+            return f"{x:,.0f}"
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def gemm_peak(results: dict[str, Any]) -> float | None:
+    """The machine's fp32 GEMM rate: the faster of the two frameworks (GFLOP/s)."""
+    rows = results.get("gemm") or []
+    return max((r["gflops_per_s"] for r in rows), default=None)
+
+
+def _utilisation(r: dict[str, Any], threads: int) -> float | None:
+    """Process CPU time over wall time × threads: 1.0 = every thread busy all the time."""
+    if not r.get("median_s") or r.get("cpu_s") is None:
+        return None
+    return r["cpu_s"] / (r["median_s"] * max(1, threads))
+
+
+# -- derived figures ------------------------------------------------------------------------
+def derive(results: dict[str, Any]) -> None:
+    """Add ``frac_gemm`` to step records and the sampler shares, in place."""
+    peak = gemm_peak(results)
+    steps = results.get("steps") or {}
+    for r in _ok(steps.get("records", [])):
+        r["frac_gemm"] = r["gflops_per_s"] / peak if peak else None
+    shares = []
+    for s in steps.get("sampler", []):
+        for framework in ("torch", "tf"):
+            best = _best(steps.get("records", []), workload=s["workload"], framework=framework,
+                         phase="train")
+            if best:
+                share = s["median_s"] / (s["median_s"] + best["median_s"])
+                shares.append({"workload": s["workload"], "framework": framework,
+                               "best_mode": best["mode"], "sampler_s": s["median_s"],
+                               "step_s": best["median_s"], "share": share})
+    if steps:
+        steps["sampler_share"] = shares
+
+
+def _profile_why(r: dict[str, Any] | None, threads: int) -> str:
+    """Evidence about one measured step: utilisation, faults, the profile's top operators."""
+    if not r:
+        return ""
+    parts = []
+    u = _utilisation(r, threads)
+    if u is not None:
+        parts.append(f"CPU time is {u:.0%} of wall × {threads} threads")
+    if r.get("minor_faults") is not None:
+        parts.append(f"{r['minor_faults']:.0f} page faults per step")
+    top = r.get("profile_top") or []
+    if top:
+        ops = ", ".join(f"{p['op']} {p['share']:.0%}" for p in top[:4])
+        parts.append(f"top self-CPU ops: {ops}")
+    return f"{r['framework']} {r['mode']}: " + "; ".join(parts)
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured ratio and the evidence for a miss."""
+    out: list[dict[str, Any]] = []
+    threads = results["meta"]["threads"]["requested"]
+    load = results["meta"]["environment"].get("load_average_1_5_15")
+
+    def add(target: str, measured: float | None, threshold: float, higher: bool, why: str,
+            **extra: Any) -> None:
+        ok = None if measured is None else (measured >= threshold if higher else measured < threshold)
+        out.append({"target": target, "measured": measured, "threshold": threshold,
+                    "higher_is_better": higher, "pass": ok,
+                    "why": "" if ok else (why or "not measured in this run"), **extra})
+
+    # 1. sampling
+    samp = (results.get("sampling") or {}).get("records", [])
+    ours = _best(samp, bench="fewshot", method="ours")
+    for method, label in (("per-item DataLoader", "per-item DataLoader"),
+                          ("easyfsl TaskSampler", "easyfsl TaskSampler + DataLoader")):
+        base = _best(samp, bench="fewshot", method=method)
+        ratio = ours["per_s"] / base["per_s"] if ours and base else None
+        why = ""
+        if ours and base and ratio is not None and ratio < 10:
+            why = (f"ours {ours['per_s']:.0f} episodes/s (one Python-level episode draw, "
+                   f"{ours['cpu_s'] * 1e6:.0f} µs CPU each) vs {base['per_s']:.0f}/s; "
+                   f"CPU-time ratio {base['cpu_s'] / ours['cpu_s']:.1f}×")
+        elif not base:
+            why = (results.get("sampling") or {}).get("notes", {}).get("easyfsl", "")
+        add(f"sampler ≥ 10× {label} (5w1s15q episodes/s)", ratio, 10.0, True, why)
+
+    # 2. sampler share of a training step
+    steps = results.get("steps") or {}
+    shares = [s for s in steps.get("sampler_share", []) if s["workload"].startswith("protonet-5w")
+              or (results["meta"]["quick"] and s["workload"].startswith("protonet"))]
+    worst = max(shares, key=lambda s: s["share"]) if shares else None
+    add("sampler < 5% of a ProtoNet 5w1s15q training step (best mode, each framework)",
+        worst["share"] if worst else None, 0.05, False,
+        f"{worst['framework']} {worst['best_mode']}: sampler {worst['sampler_s'] * 1e3:.2f} ms "
+        f"vs step {worst['step_s'] * 1e3:.2f} ms" if worst else "",
+        per_framework={s["framework"]: s["share"] for s in shares})
+
+    # 3. FLOP fraction of GEMM for the conv models, best training mode of each framework
+    recs = steps.get("records", [])
+    peak = gemm_peak(results)
+    conv_workloads = sorted({r["workload"] for r in recs if r["model"] in ("siamese", "protonet")})
+    for w in conv_workloads:
+        for framework in ("torch", "tf"):
+            best = _best(recs, workload=w, framework=framework, phase="train")
+            frac = best.get("frac_gemm") if best else None
+            why = _profile_why(best, threads)
+            ablation = next((a for a in steps.get("tf_batchnorm_ablation", [])
+                             if a["workload"] == w), None)
+            if framework == "tf" and ablation:
+                why += (f"; BatchNorm ablation: {ablation['model_bn_s'] * 1e3:.0f} ms/step with "
+                        f"the model's float64-statistics BatchNorm, "
+                        f"{ablation['keras_bn_s'] * 1e3:.0f} ms with Keras' own "
+                        f"({ablation['bn_share']:.0%} of the step)")
+            if best and peak:
+                why = (f"{best['gflops_per_s']:.1f} GFLOP/s vs GEMM {peak:.1f} GFLOP/s; " + why)
+            add(f"{w} training, best {framework} mode ≥ 50% of GEMM FLOP/s", frac, 0.5, True,
+                why, mode=best["mode"] if best else None)
+
+    # 4. best TF vs best torch, every workload (training; inference reported alongside)
+    for w in sorted({r["workload"] for r in recs}):
+        bt = _best(recs, workload=w, framework="torch", phase="train")
+        bf = _best(recs, workload=w, framework="tf", phase="train")
+        ratio = max(bt["per_s"], bf["per_s"]) / min(bt["per_s"], bf["per_s"]) if bt and bf else None
+        why = ""
+        if ratio is not None and ratio > 1.5:
+            slow, fast = (bt, bf) if bt["per_s"] < bf["per_s"] else (bf, bt)
+            why = (f"faster: {fast['framework']} {fast['mode']} {fast['per_s']:.1f}/s "
+                   f"({fast['cpu_s'] * 1e3:.0f} ms CPU/step); slower: {_profile_why(slow, threads)}")
+            ablation = next((a for a in steps.get("tf_batchnorm_ablation", [])
+                             if a["workload"] == w), None)
+            if slow["framework"] == "tf" and ablation:
+                why += (f"; with Keras' own BatchNorm the TF step takes "
+                        f"{ablation['keras_bn_s'] * 1e3:.0f} ms instead of "
+                        f"{ablation['model_bn_s'] * 1e3:.0f} ms")
+        bti = _best(recs, workload=w, framework="torch", phase="infer")
+        bfi = _best(recs, workload=w, framework="tf", phase="infer")
+        infer = (max(bti["per_s"], bfi["per_s"]) / min(bti["per_s"], bfi["per_s"])
+                 if bti and bfi else None)
+        add(f"{w}: best TF and best torch training within 1.5×", ratio, 1.5, False, why,
+            faster=(bt and bf and ("torch" if bt["per_s"] > bf["per_s"] else "tf")) or None,
+            inference_ratio=infer)
+
+    # 5. MANN: compiled ≥ 3× eager, each framework
+    for framework, compiled in (("torch", ("compile",)), ("tf", ("function", "xla"))):
+        eager = _best(recs, model="mann", framework=framework, mode="eager", phase="train")
+        comp = max((r for m in compiled if (r := _best(recs, model="mann", framework=framework,
+                                                       mode=m, phase="train"))),
+                   key=lambda r: r["per_s"], default=None)
+        ratio = comp["per_s"] / eager["per_s"] if comp and eager else None
+        why = ""
+        if ratio is not None and ratio < 3:
+            why = (f"eager {eager['median_s'] * 1e3:.0f} ms/step, {comp['mode']} "
+                   f"{comp['median_s'] * 1e3:.0f} ms/step (first call {comp['first_call_s']:.1f} s); "
+                   + _profile_why(comp, threads))
+        add(f"MANN training: compiled ≥ 3× eager ({framework})", ratio, 3.0, True, why,
+            compiled_mode=comp["mode"] if comp else None)
+
+    # 6. the seed loop
+    seed = results.get("seed") or {}
+    pipes = _ok(seed.get("pipelines", []))
+    base = next((p for p in pipes if p.get("baseline")), None)
+    ours = [p for p in pipes if not p.get("baseline") and not p.get("data_only")]
+    best = max(ours, key=lambda p: p["per_s"], default=None)
+    ratio = best["per_s"] / base["per_s"] if best and base else None
+    why = ""
+    if ratio is not None and ratio < 2:
+        why = (f"best pipeline '{best['variant']}' {best['per_s']:.0f} pairs/s vs seed loop "
+               f"{base['per_s']:.0f}; the step dominates both (see the ladder)")
+    add("our Siamese pipeline ≥ 2× the seed-style loop (pairs/s)", ratio, 2.0, True, why,
+        best_pipeline=best["variant"] if best else None,
+        ratios={p["variant"]: p["per_s"] / base["per_s"] for p in ours} if base else {})
+    for t in out:
+        t["load_average"] = load
+    return out
+
+
+# -- Markdown ------------------------------------------------------------------------------
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The whole report as Markdown."""
+    meta = results["meta"]
+    env = meta["environment"]
+    out = [f"# metalearn benchmarks — {env['timestamp']}", "",
+           f"Command: `{meta['command']}`", "",
+           f"CPU: {env['cpu_model']} ({env['cpus_allowed']} CPUs allowed); device: "
+           f"{meta['device']}; threads: {meta['threads']}; load average at start "
+           f"{env['load_average_1_5_15']}, at end {meta.get('load_average_end')}; "
+           f"torch {env.get('torch', {}).get('version', '–')}, "
+           f"tensorflow {env.get('tf', {}).get('version', '–')}, "
+           f"keras {env.get('tf', {}).get('keras', '–')}; quick={meta['quick']}.", ""]
+    if meta.get("numerics"):
+        out += [f"Numerics: {meta['numerics']}", ""]
+    if results.get("gemm"):
+        out += ["## fp32 GEMM (the machine's limit)", "",
+                _table(["framework", "n", "GFLOP/s", "ms", "CPU ms"],
+                       [[r["framework"], r["n"], r["gflops_per_s"], r["median_s"] * 1e3,
+                         r["cpu_s"] * 1e3] for r in results["gemm"]]), ""]
+    steps = results.get("steps") or {}
+    if steps.get("records"):
+        out += ["## Training and inference steps", "",
+                "Units/s at the median; ms and CPU ms per call; faults = minor page faults "
+                "per call; %GEMM = analytic FLOPs / time / GEMM peak; memory = "
+                f"{_mem_kind(steps['records'])}; first = first call (tracing, compilation).", ""]
+        rows = []
+        for r in steps["records"]:
+            if "per_s" not in r:
+                rows.append([r["workload"], r["framework"], r["mode"], r["phase"], "error: "
+                             + r["error"][:90], None, None, None, None, None, None, None])
+                continue
+            rows.append([r["workload"], r["framework"], r["mode"], r["phase"],
+                         f"{r['per_s']:.1f} {r['unit']}/s", r["median_s"] * 1e3,
+                         r["cpu_s"] * 1e3, r["minor_faults"], r["gflops_per_s"],
+                         None if r.get("frac_gemm") is None else f"{r['frac_gemm']:.0%}",
+                         r.get("peak_mib"), r["first_call_s"]])
+        out += [_table(["workload", "fw", "mode", "phase", "rate", "ms", "CPU ms", "faults",
+                        "GFLOP/s", "%GEMM", "peak MiB", "first s"], rows), ""]
+        if steps.get("tf_batchnorm_ablation"):
+            out += ["Keras BatchNorm ablation (``function`` training; the model's BatchNorm "
+                    "computes batch statistics in float64 for parity with torch):", "",
+                    _table(["workload", "model BN ms", "Keras BN ms", "share of step"],
+                           [[a["workload"], a["model_bn_s"] * 1e3, a["keras_bn_s"] * 1e3,
+                             f"{a['bn_share']:.0%}"] for a in steps["tf_batchnorm_ablation"]]),
+                    ""]
+        if steps.get("sampler_share"):
+            out += ["Sampler's share of a training step (best mode):", "",
+                    _table(["workload", "fw", "mode", "sampler ms", "step ms", "share"],
+                           [[s["workload"], s["framework"], s["best_mode"], s["sampler_s"] * 1e3,
+                             s["step_s"] * 1e3, f"{s['share']:.2%}"]
+                            for s in steps["sampler_share"]]), ""]
+    samp = results.get("sampling") or {}
+    if samp.get("records"):
+        out += ["## Episode sampling", "", f"{samp['notes']}", "",
+                _table(["bench", "method", "rate", "µs per call", "CPU µs"],
+                       [[r["bench"], r["method"], f"{r['per_s']:.0f} {r['unit']}/s",
+                         r["median_s"] * 1e6, r["cpu_s"] * 1e6] for r in samp["records"]]), ""]
+    seed = results.get("seed") or {}
+    if seed.get("pipelines"):
+        base = next((p for p in seed["pipelines"] if p.get("baseline") and "per_s" in p), None)
+        out += ["## The seed loop vs our pipeline (same pairs; data loading included)", "",
+                _table(["pipeline", "pairs/s", "× seed loop", "CPU ms/batch", "faults/batch"],
+                       [[p["variant"], p.get("per_s"),
+                         p["per_s"] / base["per_s"] if base and "per_s" in p
+                         and not p.get("data_only") else None,
+                         p["cpu_s"] * 1e3 if "cpu_s" in p else None, p.get("minor_faults")]
+                        for p in seed["pipelines"]]), "",
+                "Gap ladder — torch training step alone, seed backbone, one knob at a time:", "",
+                _table(["rung", "pairs/s", "ms/step", "CPU ms/step", "faults/step"],
+                       [[r["variant"], r.get("per_s"),
+                         r["median_s"] * 1e3 if "median_s" in r else r.get("error"),
+                         r["cpu_s"] * 1e3 if "cpu_s" in r else None, r.get("minor_faults")]
+                        for r in seed.get("ladder", [])]), ""]
+        for name, prof in (seed.get("profiles") or {}).items():
+            out += [f"Profile, {name} (self CPU per step):", "",
+                    _table(["op", "ms/step", "share", "calls/step"],
+                           [[p["op"], p["self_cpu_ms_per_step"], f"{p['share']:.0%}",
+                             p["calls_per_step"]] for p in prof]), ""]
+    if results.get("targets"):
+        out += ["## Targets (issue 6)", "",
+                _table(["target", "measured", "threshold", "result", "why (when missed)"],
+                       [[t["target"], t["measured"], t["threshold"],
+                         {True: "pass", False: "MISS", None: "not measured"}[t["pass"]],
+                         t["why"]] for t in results["targets"]]), ""]
+    return "\n".join(out)
+
+
+def _mem_kind(records: list[dict[str, Any]]) -> str:
+    kinds = sorted({r.get("memory_kind") for r in records if r.get("memory_kind")})
+    return ", ".join(kinds) or "–"
+
+
+# -- charts --------------------------------------------------------------------------------
+_COLORS = {"torch": "#ee4c2c", "tf": "#ff8f00"}
+
+
+def charts(results: dict[str, Any], stem: Path) -> list[Path]:
+    """One PNG per workload (frameworks × modes, train and inference) and one of ratios."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    recs = (results.get("steps") or {}).get("records", [])
+    for w in dict.fromkeys(r["workload"] for r in recs):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        for ax, phase in zip(axes, ("train", "infer"), strict=True):
+            rows = [r for r in recs if r["workload"] == w and r["phase"] == phase]
+            labels = [f"{r['framework']}\n{r['mode']}" for r in rows]
+            values = [r.get("per_s", 0.0) for r in rows]
+            err_lo = [r["per_s"] - r["units_per_call"] / r["max_s"] if "per_s" in r else 0
+                      for r in rows]
+            err_hi = [r["units_per_call"] / r["min_s"] - r["per_s"] if "per_s" in r else 0
+                      for r in rows]
+            ax.bar(range(len(rows)), values, color=[_COLORS[r["framework"]] for r in rows],
+                   yerr=[err_lo, err_hi], capsize=3)
+            for i, r in enumerate(rows):
+                if "error" in r:
+                    ax.text(i, 0, "error", rotation=90, ha="center", va="bottom", fontsize=8)
+            ax.set_xticks(range(len(rows)), labels, fontsize=8)
+            unit = rows[0]["unit"] if rows else ""
+            ax.set(title=f"{w} — {phase}", ylabel=f"{unit}/s (median, min–max)")
+        fig.tight_layout()
+        path = Path(f"{stem}-{w}.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+
+    ts = results.get("targets") or []
+    measured = [t for t in ts if t["measured"] is not None]
+    fig, ax = plt.subplots(figsize=(11, 0.35 * len(measured) + 1.5))
+    # Every target as measured / threshold, oriented so that > 1 passes.
+    score = [t["measured"] / t["threshold"] if t["higher_is_better"]
+             else t["threshold"] / max(t["measured"], 1e-12) for t in measured]
+    ax.barh(range(len(measured)), score,
+            color=["#4caf50" if t["pass"] else "#e53935" for t in measured])
+    ax.axvline(1.0, color="black", lw=1)
+    ax.set_yticks(range(len(measured)), [t["target"][:58] for t in measured], fontsize=7)
+    ax.set(xscale="log", xlabel="measured vs target (> 1 passes; log scale)",
+           title="Targets and ratios to the baselines")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    path = Path(f"{stem}-targets.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    written.append(path)
+    return written

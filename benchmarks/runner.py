@@ -1,0 +1,174 @@
+"""The benchmark suite's one entry point: ``python -m benchmarks …`` or ``metalearn bench …``.
+
+Sections (``--only``, comma-separated; all by default, run in this order):
+
+* ``gemm`` — fp32 GEMM in each framework: the machine's limit (:mod:`benchmarks.flops`);
+* ``sampling`` — our samplers vs a per-item DataLoader and easyfsl (:mod:`benchmarks.sampling`);
+* ``steps`` — training and inference of every registered model, every mode
+  (:mod:`benchmarks.steps`);
+* ``seed`` — the seed document's loop vs our pipeline, and the torch gap ladder
+  (:mod:`benchmarks.seed_loop`).
+
+Output, in ``--out`` (``results/`` by default): ``<timestamp>.json`` (everything: the
+environment, every measurement, the targets), ``<timestamp>.md`` (the same as tables,
+also printed), and PNG charts ``<timestamp>-<workload>.png`` and ``<timestamp>-targets.png``.
+
+``--quick`` shrinks every size and repeat so that the suite runs in well under a minute
+(the tests run it); its figures only show that every path works. On ``--device cuda`` the
+same suite runs on the GPU, float32 with TF32 off unless ``--tf32``; both are recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.common import Budget, Device, dumps, environment, set_threads
+
+__all__ = ["main", "SECTIONS"]
+
+SECTIONS = ("gemm", "sampling", "steps", "seed")
+FRAMEWORKS = ("torch", "tf")
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes and repeats (seconds)")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"comma-separated sections out of {','.join(SECTIONS)} (default: all)")
+    p.add_argument("--frameworks", default="torch,tf", help="comma-separated: torch,tf")
+    p.add_argument("--models", default="", help="comma-separated registry names (steps section)")
+    p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--out", default="results", help="folder for the JSON, Markdown and PNGs")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed repeats per measurement (median taken); default 5, quick 2")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads in both frameworks (default: the CPUs allowed; "
+                        "quick: 1)")
+    p.add_argument("--compile-backend", default=None,
+                   help="torch.compile backend (default inductor; quick: eager — tracing only)")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convs on the GPU")
+    args = p.parse_args(argv)
+    args.sections = tuple(s for s in args.only.split(",") if s)
+    args.framework_list = tuple(f for f in args.frameworks.split(",") if f)
+    bad = [s for s in args.sections if s not in SECTIONS]
+    bad += [f for f in args.framework_list if f not in FRAMEWORKS]
+    if bad:
+        p.error(f"unknown section or framework {bad}; sections: {SECTIONS}, frameworks: "
+                f"{FRAMEWORKS}.")
+    return args
+
+
+def _numerics(device: Device, frameworks: tuple[str, ...], tf32: bool) -> str:
+    """Pin the GPU numerics (TF32) and say what they are; float32 throughout, no AMP."""
+    if not device.is_cuda:
+        return "float32 on CPU; no mixed precision."
+    if "torch" in frameworks:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    if "tf" in frameworks:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(tf32)
+    return (f"float32 weights and activations, TF32 {'ON' if tf32 else 'OFF'} for matmuls "
+            "and convolutions in both frameworks; mixed precision OFF (Keras policy float32, "
+            "no torch.autocast).")
+
+
+def _stamp(out: Path) -> Path:
+    """``out/<UTC timestamp>``, unique within ``out``."""
+    base = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    stem, k = out / base, 1
+    while stem.with_suffix(".json").exists():
+        stem, k = out / f"{base}-{k}", k + 1
+    return stem
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the suite; returns the exit status (0 also when a requested GPU is absent)."""
+    args = _parse(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    device, why = Device.resolve(args.device)
+    if device is None:
+        print(f"benchmarks: {why}")
+        return 0
+    frameworks = args.framework_list
+    quick = args.quick
+    repeats = args.repeats or (2 if quick else 5)
+    budget = Budget(warmup=1, repeats=repeats, min_repeats=min(2, repeats), seconds=0.3) if quick \
+        else Budget(warmup=2, repeats=repeats, min_repeats=min(3, repeats), seconds=5.0)
+    compile_backend = args.compile_backend or ("eager" if quick else "inductor")
+    # Quick runs use one thread: on a busy machine two OpenMP threads wait for each other at
+    # every op (see docs/benchmarks.md), and quick figures only show that the paths run.
+    threads = args.threads or (1 if quick else len(os.sched_getaffinity(0))
+                               if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    old_torch_threads = None
+    if "torch" in frameworks:
+        import torch
+
+        old_torch_threads = torch.get_num_threads()
+    applied = set_threads(threads, frameworks)
+    numerics = _numerics(device, frameworks, args.tf32)
+    command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
+    results: dict[str, Any] = {"meta": {
+        "command": command.strip(), "quick": quick, "device": why, "numerics": numerics,
+        "threads": applied, "budget": vars(budget), "compile_backend": compile_backend,
+        "sections": args.sections, "frameworks": frameworks,
+        "environment": environment(frameworks, device)}}
+    started = time.perf_counter()
+
+    def say(line: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {line}", flush=True)
+
+    try:
+        if "gemm" in args.sections:
+            from benchmarks.flops import run_gemm
+
+            say("gemm")
+            results["gemm"] = run_gemm(quick, budget, frameworks, device)
+        if "sampling" in args.sections:
+            from benchmarks.sampling import run_sampling
+
+            say("sampling")
+            results["sampling"] = run_sampling(quick, budget, frameworks)
+        if "steps" in args.sections:
+            from benchmarks.steps import run_steps
+
+            say("steps")
+            models = tuple(m for m in args.models.split(",") if m)
+            results["steps"] = run_steps(quick, budget, frameworks, device, compile_backend,
+                                         progress=say, only_models=models)
+        if "seed" in args.sections:
+            from benchmarks.seed_loop import run_seed
+
+            say("seed")
+            results["seed"] = run_seed(quick, budget, frameworks, device, compile_backend,
+                                       threads, progress=say)
+    finally:
+        if old_torch_threads is not None:
+            torch.set_num_threads(old_torch_threads)  # a calling test keeps its setting
+    results["meta"]["seconds"] = time.perf_counter() - started
+    results["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    report.derive(results)
+    results["targets"] = report.targets(results)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = _stamp(out)
+    text = report.markdown(results)
+    pngs = report.charts(results, stem)
+    results["meta"]["files"] = [str(stem.with_suffix(".md")), *map(str, pngs)]
+    stem.with_suffix(".json").write_text(dumps(results))
+    stem.with_suffix(".md").write_text(text + "\n")
+    print(text)
+    say(f"wrote {stem}.json, {stem}.md and {len(pngs)} PNGs")
+    return 0

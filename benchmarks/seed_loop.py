@@ -1,0 +1,355 @@
+"""Section ``seed``: the seed document's training loop against our Siamese pipeline, and
+why torch eager lags TF on the seed network (the "gap ladder").
+
+The seed document (section 5.1) trains a ``SiameseNetwork`` — Conv 64@5×5, ReLU, MaxPool 2,
+Conv 128@5×5, ReLU, MaxPool 2, Linear 2048→1024, ReLU, Linear 1024→128, each twin image
+embedded by its own forward pass — with ``nn.CosineEmbeddingLoss()``, ``Adam(lr=1e-3)`` and a
+``train_loader`` of pairs. :class:`SeedSiameseNetwork` is that code; the loader is a
+per-pair ``Dataset`` (two ``(1, 28, 28)`` images and a ±1 target per ``__getitem__``)
+collated by a ``DataLoader``. It is a baseline, not library code.
+
+Both sides train on the **same pairs**: batch ``i`` of the seed loop holds exactly the pairs
+of ``PairSampler(...).episode(i)``. One timed call = one batch, data loading included.
+
+The ladder times the training step alone (seed backbone, cosine head, 128 pairs) while
+switching on one knob at a time — fused Adam, channels-last, ``torch.compile``, a glibc
+malloc configuration (in a subprocess: it must be set before the process starts) — and
+records CPU time and page faults per step next to the wall time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from benchmarks.bench_sampling import make_dataset
+from benchmarks.common import Budget, Device, measure, memory_probe
+from benchmarks.steps import torch_profile
+from metalearn_shared.config import BackboneConfig, SiameseConfig, TrainConfig
+from metalearn_shared.episodes import PairSampler
+
+__all__ = ["SeedSiameseNetwork", "seed_pair_loader", "run_seed", "MALLOC_TUNABLES"]
+
+#: glibc malloc settings that keep freed activations in the heap for reuse instead of
+#: returning them to the kernel (``mmap_threshold`` at its 32 MiB maximum, trimming off),
+#: and back what is still mapped with transparent huge pages (``hugetlb=1``), so a training
+#: step does not page-fault its activations in again. (Adding ``top_pad=256 MiB`` made
+#: steps 5× slower here: keep it out.)
+MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296:"
+                   "glibc.malloc.hugetlb=1")
+
+
+def _seed_network() -> Any:
+    import torch.nn as nn
+
+    class SiameseNetwork(nn.Module):
+        """The seed document's network, as written there (section 5.1)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.cnn = nn.Sequential(
+                nn.Conv2d(1, 64, kernel_size=5),
+                nn.ReLU(),
+                nn.MaxPool2d(kernel_size=2),
+                nn.Conv2d(64, 128, kernel_size=5),
+                nn.ReLU(),
+                nn.MaxPool2d(kernel_size=2),
+            )
+            self.fc = nn.Sequential(
+                nn.Linear(128 * 4 * 4, 1024),
+                nn.ReLU(),
+                nn.Linear(1024, 128),
+            )
+
+        def forward_one(self, x: Any) -> Any:
+            x = self.cnn(x)
+            x = x.view(x.size(0), -1)
+            x = self.fc(x)
+            return x
+
+        def forward(self, input1: Any, input2: Any) -> tuple[Any, Any]:
+            output1 = self.forward_one(input1)
+            output2 = self.forward_one(input2)
+            return output1, output2
+
+    return SiameseNetwork
+
+
+def SeedSiameseNetwork() -> Any:  # noqa: N802 - reads like the seed's constructor call
+    """A new instance of the seed document's ``SiameseNetwork``."""
+    return _seed_network()()
+
+
+def seed_pair_loader(images: Any, sampler: PairSampler, batches: int) -> Any:
+    """A per-pair ``DataLoader`` over the pairs of ``sampler``'s first ``batches`` batches."""
+    import numpy as np
+    import torch
+
+    drawn = [sampler.episode(i) for i in range(batches)]
+    index1 = np.concatenate([b.index1 for b in drawn])
+    index2 = np.concatenate([b.index2 for b in drawn])
+    target = np.concatenate([b.y for b in drawn]) * 2 - 1  # 1 same / 0 different -> +1 / -1
+
+    class PairDataset(torch.utils.data.Dataset):
+        """One pair per ``__getitem__``: two ``(1, H, W)`` images in [0, 1] and a ±1 target."""
+
+        def __len__(self) -> int:
+            return len(target)
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            x1 = torch.from_numpy(images[index1[i]]).float().div_(255).unsqueeze(0)
+            x2 = torch.from_numpy(images[index2[i]]).float().div_(255).unsqueeze(0)
+            return x1, x2, torch.tensor(float(target[i]))
+
+    return torch.utils.data.DataLoader(PairDataset(), batch_size=sampler.batch_size,
+                                       shuffle=False, num_workers=0)
+
+
+def _cycle(make: Callable[[], Any]) -> Iterator[Any]:
+    """Iterate ``make()`` forever, remaking it when exhausted (a DataLoader epoch, say)."""
+    while True:
+        yield from make()
+
+
+# -- the timed calls -------------------------------------------------------------------------
+def _seed_loop_call(images: Any, sampler: PairSampler, batches: int, device: Device
+                    ) -> Callable[[], None]:
+    import torch
+    import torch.nn as nn
+    import torch.optim as optim
+
+    model = SeedSiameseNetwork().to(device.torch_device())
+    criterion = nn.CosineEmbeddingLoss()
+    optimizer = optim.Adam(model.parameters(), lr=0.001)
+    loader = _cycle(lambda: seed_pair_loader(images, sampler, batches))
+    dev = device.torch_device()
+
+    def call() -> None:
+        input1, input2, label = next(loader)
+        input1, input2, label = input1.to(dev), input2.to(dev), label.to(dev)
+        output1, output2 = model(input1, input2)
+        loss = criterion(output1, output2, label)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    torch.manual_seed(0)
+    return call
+
+
+def torch_train_step(config: SiameseConfig, sampler: PairSampler, device: Device, *,
+                     channels_last: bool = False, fused_adam: bool = False,
+                     compile_backend: str | None = None, sample: bool = True
+                     ) -> Callable[[], None]:
+    """Our torch Siamese training step; ``sample``: draw batch ``i`` each call (the
+    pipeline) or reuse batch 0 (the step alone). Knobs off = the library's defaults."""
+    import torch
+
+    from metalearn_torch.models import build_model
+    from metalearn_torch.train import make_optimizer
+
+    model = build_model(config, seed=0).to(device.torch_device())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if fused_adam:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7, fused=True)
+    else:
+        opt = make_optimizer(model.parameters(), TrainConfig(lr=1e-3, optimizer="adam"))
+    loss_fn = model.make_loss()
+
+    def forward_loss(x1: Any, x2: Any, y: Any) -> Any:
+        return loss_fn(model(x1, x2), y)
+
+    if compile_backend:
+        forward_loss = torch.compile(forward_loss, backend=compile_backend)
+    fixed = model.inputs_and_target(sampler.episode(0))
+    counter = itertools.count()
+    model.train()
+
+    def call() -> None:
+        (x1, x2), y = model.inputs_and_target(sampler.episode(next(counter))) if sample else fixed
+        loss = forward_loss(x1, x2, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return call
+
+
+def _tf_pipeline_call(config: SiameseConfig, sampler: PairSampler, device: Device,
+                      mode: str) -> Callable[[], None]:
+    import tensorflow as tf
+
+    from metalearn_tf.models import build_model
+    from metalearn_tf.train import make_optimizer
+
+    with tf.device(device.tf_device()):
+        model = build_model(config, seed=0)
+        model.compile(optimizer=make_optimizer(TrainConfig(lr=1e-3, optimizer="adam")),
+                      loss=model.make_loss(), run_eagerly=mode == "eager",
+                      jit_compile=mode == "xla")
+    counter = itertools.count()
+
+    def call() -> None:
+        x, y = model.inputs_and_target(sampler.episode(next(counter)))
+        model.train_on_batch(x, y)
+
+    return call
+
+
+# -- the malloc probe ---------------------------------------------------------------------
+def _probe_subprocess(variant: str, quick: bool, threads: int, timeout: float = 300
+                      ) -> dict[str, Any]:
+    """Run :func:`probe_main` in a fresh interpreter with the glibc malloc tunables."""
+    env = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
+    cmd = [sys.executable, "-m", "benchmarks.seed_loop", "--variant", variant,
+           "--threads", str(threads)] + (["--quick"] if quick else [])
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
+                              check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
+        err = getattr(exc, "stderr", "") or ""
+        return {"error": f"{type(exc).__name__}: {exc}"[:300], "stderr_tail": err[-800:]}
+
+
+def _budget_for(quick: bool) -> Budget:
+    return Budget(1, 2, 2, 0.3) if quick else Budget(2, 5, 3, 8.0)
+
+
+def probe_main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.seed_loop --variant default|tuned``: one ladder rung, as JSON."""
+    import argparse
+
+    import torch
+
+    parser = argparse.ArgumentParser(description="one rung of the seed-network gap ladder")
+    parser.add_argument("--variant", choices=("default", "tuned"), default="default")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config, _, sampler = _ladder_setup(args.quick)
+    tuned = args.variant == "tuned"
+    call = torch_train_step(config, sampler, Device("cpu"), channels_last=tuned,
+                            fused_adam=tuned, sample=False)
+    t = measure(call, _budget_for(args.quick))
+    print(json.dumps({"variant": args.variant, "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),
+                      "threads": torch.get_num_threads(), **t.to_dict()}))
+    return 0
+
+
+def _ladder_setup(quick: bool) -> tuple[SiameseConfig, Any, PairSampler]:
+    """The seed-backbone cosine-head config, the images (uint8), and the pair sampler."""
+    dataset = make_dataset(40 if quick else 200, 20, 28)
+    config = SiameseConfig(backbone=BackboneConfig(name="seed"), head="cosine")
+    return config, dataset.images, PairSampler(dataset, batch=4 if quick else 128, seed=0)
+
+
+# -- the section --------------------------------------------------------------------------------
+def _row(name: str, units: int, timing: Any, **extra: Any) -> dict[str, Any]:
+    return {"variant": name, "per_s": timing.rate(units), "units_per_call": units,
+            **timing.to_dict(), **extra}
+
+
+def run_seed(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: Device,
+             compile_backend: str, threads: int, progress: Callable[[str], None] = print
+             ) -> dict[str, Any]:
+    """Seed loop vs our pipelines (pairs/s), the gap ladder, and profiles."""
+    if "torch" not in frameworks:
+        return {"pipelines": [], "ladder": [], "note": "skipped: the seed loop is torch code"}
+    import torch
+
+    config, images, sampler = _ladder_setup(quick)
+    pairs = sampler.batch_size
+    batches = 4 if quick else 8
+
+    pipelines: list[dict[str, Any]] = []
+
+    def timed(name: str, make: Callable[[], Callable[[], None]], framework: str,
+              **extra: Any) -> dict[str, Any]:
+        try:
+            with memory_probe(device, framework) as mem:
+                call = make()
+                t = measure(call, budget, device.torch_sync if framework == "torch" else None)
+            row = _row(name, pairs, t, framework=framework, peak_mib=mem.get("peak_mib"),
+                       memory_kind=mem.get("memory_kind"), **extra)
+        except Exception as exc:  # report, keep going
+            row = {"variant": name, "framework": framework,
+                   "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        finally:
+            torch._dynamo.reset()
+        progress(f"  {name:34s} " + (f"{row['per_s']:.1f} pairs/s" if "per_s" in row
+                                      else row["error"][:80]))
+        return row
+
+    loader = _cycle(lambda: seed_pair_loader(images, sampler, batches))
+    counter = itertools.count()
+    for name, draw in (("data only: the seed's per-pair DataLoader", lambda: next(loader)),
+                       ("data only: PairSampler.episode(i)",
+                        lambda: sampler.episode(next(counter)))):
+        pipelines.append(timed(name, lambda d=draw: d, "torch", data_only=True))
+    pipelines.append(timed("seed loop (torch, per-pair DataLoader)",
+                           lambda: _seed_loop_call(images, sampler, batches, device), "torch",
+                           baseline=True))
+    pipelines.append(timed("ours torch eager (library defaults)",
+                           lambda: torch_train_step(config, sampler, device), "torch"))
+    pipelines.append(timed("ours torch eager, channels-last + fused Adam",
+                           lambda: torch_train_step(config, sampler, device, channels_last=True,
+                                                    fused_adam=True), "torch"))
+    pipelines.append(timed("ours torch compile-cl + fused Adam",
+                           lambda: torch_train_step(config, sampler, device, channels_last=True,
+                                                    fused_adam=True,
+                                                    compile_backend=compile_backend), "torch",
+                           compile_backend=compile_backend))
+    if "tf" in frameworks:
+        pipelines.append(timed("ours keras tf.function",
+                               lambda: _tf_pipeline_call(config, sampler, device, "function"),
+                               "tf"))
+
+    # The ladder: the step alone (no sampling), one knob at a time.
+    ladder: list[dict[str, Any]] = []
+    default, tuned = {}, {"fused_adam": True, "channels_last": True}
+    rungs = [("library default (eager, NCHW, Adam for-loop)", default, threads),
+             ("+ fused Adam", {"fused_adam": True}, threads),
+             ("+ channels-last", {"channels_last": True}, threads),
+             ("+ fused Adam + channels-last", tuned, threads)]
+    if threads > 1 and not device.is_cuda:  # what do the OpenMP threads buy (or cost)?
+        rungs += [(f"{name} — 1 thread instead of {threads}", knobs, 1)
+                  for name, knobs, _ in (rungs[0], rungs[-1])]
+    for name, knobs, n in rungs:
+        torch.set_num_threads(n)
+        try:
+            ladder.append(timed(name, lambda k=knobs: torch_train_step(
+                config, sampler, device, sample=False, **k), "torch", **knobs, threads=n))
+        finally:
+            torch.set_num_threads(threads)
+    profiles = {}
+    if not device.is_cuda and not quick:  # quick: a subprocess costs a torch import, seconds
+        for variant, name in (("default", rungs[0][0]), ("tuned", rungs[3][0])):
+            row = _probe_subprocess(variant, quick, threads)
+            row["variant"] = f"{name} + glibc malloc tunables (subprocess)"
+            if "median_s" in row:
+                row["per_s"] = pairs / row["median_s"]
+            ladder.append(row)
+            progress(f"  {row['variant'][:60]:60s} " + (f"{row['per_s']:.1f} pairs/s"
+                                                        if "per_s" in row else row["error"][:80]))
+    if not device.is_cuda:
+        profiles["torch eager, library default"] = torch_profile(
+            torch_train_step(config, sampler, device, sample=False), steps=1 if quick else 2)
+        profiles["torch eager, fused Adam + channels-last"] = torch_profile(
+            torch_train_step(config, sampler, device, sample=False, channels_last=True,
+                             fused_adam=True), steps=1 if quick else 2)
+    return {"pipelines": pipelines, "ladder": ladder, "profiles": profiles,
+            "pairs_per_batch": pairs, "batches_in_loader": batches,
+            "malloc_tunables": MALLOC_TUNABLES}
+
+
+if __name__ == "__main__":
+    raise SystemExit(probe_main())

@@ -1,0 +1,120 @@
+"""The benchmark suite's tiny mode runs end to end and writes complete results.
+
+``benchmarks.runner.main(["--quick", ...])`` measures every registered model in every mode
+of both frameworks (tiny sizes, one thread); the figures mean nothing, the paths must work.
+The analytic FLOP formulas are checked against torch's own counter.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from metalearn_shared.config import MODEL_REGISTRY
+
+pytest.importorskip("torch")
+pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    from benchmarks.runner import main
+
+    out = tmp_path_factory.mktemp("bench")
+    start = time.perf_counter()
+    assert main(["--quick", "--out", str(out)]) == 0
+    return out, time.perf_counter() - start
+
+
+def _only(out: Path, pattern: str) -> Path:
+    found = sorted(out.glob(pattern))
+    assert len(found) == 1, f"expected one {pattern} in {out}; found {found}"
+    return found[0]
+
+
+def test_quick_run_writes_json_markdown_and_charts(quick_run: tuple[Path, float]) -> None:
+    from benchmarks.steps import TF_MODES, TORCH_MODES
+
+    out, seconds = quick_run
+    results = json.loads(_only(out, "*Z.json").read_text())
+    markdown = _only(out, "*Z.md").read_text()
+    records = results["steps"]["records"]
+    failed = [(r["workload"], r["framework"], r["mode"], r["phase"], r["error"])
+              for r in records if "error" in r]
+    assert not failed, failed
+    assert {r["model"] for r in records} == set(MODEL_REGISTRY)
+    for framework, modes in (("torch", TORCH_MODES), ("tf", TF_MODES)):
+        assert {r["mode"] for r in records if r["framework"] == framework} == set(modes)
+    assert all(r["per_s"] > 0 and r["median_s"] > 0 for r in records)
+    for name in MODEL_REGISTRY:
+        assert name in markdown
+    for mode in {*TORCH_MODES, *TF_MODES}:
+        assert f"| {mode} |" in markdown
+    workloads = {r["workload"] for r in records}
+    pngs = {p.name for p in out.glob("*.png")}
+    assert {f"{_only(out, '*Z.json').stem}-{w}.png" for w in workloads} <= pngs
+    assert any(name.endswith("-targets.png") for name in pngs)
+    assert seconds < 120, f"the quick run took {seconds:.0f} s; keep it under a minute"
+
+
+def test_quick_run_records_environment_and_targets(quick_run: tuple[Path, float]) -> None:
+    out, _ = quick_run
+    results = json.loads(_only(out, "*Z.json").read_text())
+    env = results["meta"]["environment"]
+    assert env["cpu_model"] and env["timestamp"]
+    assert env["torch"]["num_threads"] >= 1 and "intra_op_threads" in env["tf"]
+    assert results["gemm"] and all(g["gflops_per_s"] > 0 for g in results["gemm"])
+    methods = {r["method"] for r in results["sampling"]["records"]}
+    assert {"ours", "per-item DataLoader"} <= methods
+    seed = results["seed"]
+    assert any(p.get("baseline") for p in seed["pipelines"]) and seed["ladder"]
+    names = [t["target"] for t in results["targets"]]
+    assert any("DataLoader" in n for n in names) and any("GEMM" in n for n in names)
+    assert any("MANN" in n for n in names) and any("seed-style" in n for n in names)
+    for t in results["targets"]:
+        assert t["pass"] in (True, False, None)
+        assert t["pass"] is not False or t["why"], t
+
+
+def test_cuda_request_without_gpu_skips_cleanly(tmp_path: Path, capsys) -> None:
+    import torch
+
+    from benchmarks.runner import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["--device", "cuda", "--quick", "--out", str(tmp_path)]) == 0
+    assert "no GPU" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
+
+
+def test_flop_formulas_match_torch_counter() -> None:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.flops import backbone_flops, model_flops
+    from metalearn_shared.config import BackboneConfig, LSTMConfig, SiameseConfig
+    from metalearn_torch.models import build_model
+
+    for name in ("seed", "conv4"):
+        config = BackboneConfig(name=name)
+        net = build_model(SiameseConfig(backbone=config), seed=0).embedding
+        x = torch.rand(2, 28, 28)
+        with FlopCounterMode(display=False) as fwd:
+            net(x)
+        with FlopCounterMode(display=False) as train:
+            net(x).sum().backward()
+        expected = backbone_flops(config)
+        assert fwd.get_total_flops() == 2 * expected.forward
+        assert train.get_total_flops() == 2 * expected.train
+    config = LSTMConfig(controller_units=16)
+    model = build_model(config, seed=0)
+    x, prev = torch.rand(2, 3, config.input_size), torch.rand(2, 3, config.label_size)
+    with FlopCounterMode(display=False) as train:
+        model(x, prev).sum().backward()
+    # Equal but for the first step's recurrent matmul, whose input (h = 0) needs no gradient.
+    assert train.get_total_flops() == pytest.approx(model_flops(config, batch=2, steps=3).train,
+                                                    rel=0.01)
