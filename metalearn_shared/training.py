@@ -88,6 +88,15 @@ class RunFiles:
     def config(self) -> Path:
         return self.root / "run.json"
 
+    def resume_weights(self) -> dict[str, np.ndarray]:
+        """Canonical weights of the run's last checkpoint, for ``--resume``."""
+        if not self.checkpoint.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.root}; train without "
+                                    "--resume first (or point --out at the run to continue).")
+        from metalearn_shared.weights import load_canonical
+
+        return load_canonical(self.checkpoint)[0]
+
 
 @dataclass(frozen=True)
 class TrainSetup:

@@ -131,13 +131,7 @@ def train(model: keras.Model, setup: T.TrainSetup, resume: bool = False, compile
                   metrics=[_accuracy_metric(model.config)], jit_compile=compile)
     start = 0
     if resume:
-        if not files.checkpoint.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {files.root}; train without "
-                                    "--resume first (or point --out at the run to continue).")
-        from metalearn_shared.weights import load_canonical
-
-        arrays, _ = load_canonical(files.checkpoint)
-        set_canonical(model, arrays)
+        set_canonical(model, files.resume_weights())
         start = _load_train_state(model, files.train_state)
     T.write_json(files.config, {**setup.describe(), "framework": "keras"})
     log = T.CSVLog(files.log, "keras", resume_step=start if resume else None)

@@ -83,13 +83,7 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
     opt = make_optimizer(model.parameters(), cfg)
     start = 0
     if resume:
-        if not files.checkpoint.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {files.root}; train without "
-                                    "--resume first (or point --out at the run to continue).")
-        from metalearn_shared.weights import load_canonical
-
-        arrays, _ = load_canonical(files.checkpoint)
-        set_canonical(model, arrays)
+        set_canonical(model, files.resume_weights())
         start = _load_train_state(opt, files.train_state)
     T.write_json(files.config, {**setup.describe(), "framework": "torch"})
     log = T.CSVLog(files.log, "torch", resume_step=start if resume else None)
