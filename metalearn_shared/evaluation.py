@@ -91,9 +91,9 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
     report = evaluate(fns, setup, args.episodes, out, label=f"{cfg.model} ({framework})")
     if args.lake_runs:
         report["lake_runs"] = lake_runs(fns, args.lake_runs, args.size)
-        if out is not None:
-            T.write_json(out / "eval.json", report)
     report["checkpoint_step"] = meta.get("step")
     report["framework"] = framework
+    if out is not None:
+        T.write_json(out / "eval.json", report)
     print(json.dumps(report, indent=1))
     return 0
