@@ -24,10 +24,11 @@ import numpy as np
 
 from metalearn_shared.weights import CHECKPOINT_FORMAT, looks_like_safetensors, read_metadata
 
-__all__ = ["TORCH_FORMAT", "detect_format", "read_any", "write_as", "main"]
+__all__ = ["TORCH_FORMAT", "KERAS_META", "detect_format", "read_any", "write_as", "main"]
 
 TORCH_FORMAT = "metalearn-torch/1"
-_KERAS_META = "metalearn.json"
+#: Extra member of a .keras zip holding metalearn metadata (Keras ignores it).
+KERAS_META = "metalearn.json"
 _UNSAFE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".h5", ".hdf5"}
 
 
@@ -83,8 +84,8 @@ def read_any(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
         model, meta = load_any(str(path))
         with zipfile.ZipFile(path) as z:
-            if _KERAS_META in z.namelist():
-                meta = {**meta, **json.loads(z.read(_KERAS_META))}
+            if KERAS_META in z.namelist():
+                meta = {**meta, **json.loads(z.read(KERAS_META))}
         return get_canonical(model), {**meta, "config": model.config.to_dict(),
                                       "model": model.config.model}
     arrays, meta = load_canonical(path)
@@ -108,29 +109,19 @@ def write_as(arrays: dict[str, np.ndarray], meta: dict[str, Any], to: str, out: 
         return save_canonical(out, arrays, meta)
     config = config_from_dict(meta["config"])
     if to == "torch":
-        import torch
-
-        from metalearn_torch.checkpoint import set_canonical
+        from metalearn_torch.checkpoint import save_state_dict, set_canonical
         from metalearn_torch.models import build_model
 
         model = build_model(config)
         set_canonical(model, arrays)
-        state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        return save_canonical(out, state, {**meta, "format": TORCH_FORMAT,
-                                           "torch_version": torch.__version__})
+        return save_state_dict(model, out, {**meta, "format": TORCH_FORMAT})
     if to == "tf":
-        from metalearn_shared.data.cache import atomic_path
-        from metalearn_tf.checkpoint import set_canonical
+        from metalearn_tf.checkpoint import save_keras, set_canonical
         from metalearn_tf.models import build_model
 
         model = build_model(config)
         set_canonical(model, arrays)
-        with atomic_path(out) as tmp:
-            model.save(tmp)
-            # Keras ignores extra zip members; ours carries the metadata across the round trip.
-            with zipfile.ZipFile(tmp, "a") as z:
-                z.writestr(_KERAS_META, json.dumps(meta, sort_keys=True, default=str))
-        return Path(out)
+        return save_keras(model, out, meta)
     raise ValueError(f"--to must be tf, torch or canonical; got {to!r}.")
 
 

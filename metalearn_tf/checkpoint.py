@@ -16,7 +16,8 @@ import numpy as np
 from metalearn_shared.models import param_spec
 from metalearn_shared.weights import load_canonical, save_canonical, to_canonical, to_framework
 
-__all__ = ["keras_variables", "get_canonical", "set_canonical", "save_checkpoint", "load_checkpoint"]
+__all__ = ["keras_variables", "get_canonical", "set_canonical", "save_checkpoint", "load_checkpoint",
+           "save_keras"]
 
 
 def keras_variables(model: keras.Model) -> dict[str, Any]:
@@ -68,3 +69,20 @@ def _with_version(meta: dict[str, Any]) -> dict[str, Any]:
 
     return {"metalearn_version": metalearn_shared.__version__,
             "keras_version": keras.__version__, **meta}
+
+
+def save_keras(model: keras.Model, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """``model.save`` to a ``.keras`` file, atomically, with ``metadata`` as an extra
+    zip member (``metalearn.json``) that Keras ignores and ``metalearn convert`` reads."""
+    import json
+    import zipfile
+
+    from metalearn_shared.convert import KERAS_META
+    from metalearn_shared.data.cache import atomic_path
+
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        if metadata:
+            with zipfile.ZipFile(tmp, "a") as z:
+                z.writestr(KERAS_META, json.dumps(metadata, sort_keys=True, default=str))
+    return Path(path)

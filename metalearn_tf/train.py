@@ -18,7 +18,7 @@ from keras import ops
 
 from metalearn_shared import training as T
 from metalearn_shared.config import TrainConfig
-from metalearn_tf.checkpoint import save_checkpoint, set_canonical
+from metalearn_tf.checkpoint import save_checkpoint, save_keras, set_canonical
 from metalearn_tf.models import build_model
 
 __all__ = ["EpisodeDataset", "make_optimizer", "train", "main_train", "OPTIMIZER_SETTINGS"]
@@ -151,10 +151,7 @@ def main_train(args: Any) -> int:
     setup = T.setup_from_args(args, "keras")
     model = build_model(setup.model_config, seed=setup.train.seed)
     result = train(model, setup, resume=args.resume, compile=args.compile)
-    from metalearn_shared.data.cache import atomic_path
-
-    with atomic_path(setup.files.root / "model.keras") as tmp:
-        model.save(tmp)
+    save_keras(model, setup.files.root / "model.keras", {"step": setup.train.steps})
     print(f"keras: trained {setup.model_config.model} for {result['steps']} steps; "
           f"final loss {result['final_loss']:.4f}; run folder {setup.files.root}")
     if args.eval_episodes:

@@ -15,7 +15,7 @@ from torch import nn
 from metalearn_shared.models import param_spec
 from metalearn_shared.weights import load_canonical, save_canonical, to_canonical, to_framework
 
-__all__ = ["get_canonical", "set_canonical", "save_checkpoint", "load_checkpoint"]
+__all__ = ["get_canonical", "set_canonical", "save_checkpoint", "load_checkpoint", "save_state_dict"]
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -56,3 +56,10 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     model = build_model(config_from_dict(meta["config"]))
     set_canonical(model, arrays)
     return model, meta
+
+
+def save_state_dict(model: nn.Module, path: str | Path, metadata: dict[str, Any]) -> Path:
+    """The full torch ``state_dict`` (``num_batches_tracked`` included) as safetensors, so
+    ``model.load_state_dict(safetensors.torch.load_file(path))`` works; atomic write."""
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    return save_canonical(path, state, {**metadata, "torch_version": torch.__version__})
