@@ -9,6 +9,8 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from metalearn_shared.optimizers import OPTIMIZER_NAMES
+
 __all__ = ["main", "build_parser"]
 
 FRAMEWORKS = {"tf": "metalearn_tf", "torch": "metalearn_torch"}
@@ -123,7 +125,10 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     _add_common_model_args(p)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--optimizer", default=None, help="adam | rmsprop | sgd")
+    p.add_argument("--optimizer", default=None, choices=OPTIMIZER_NAMES, metavar="NAME",
+                   help="optimiser: " + " | ".join(OPTIMIZER_NAMES) + " (default: the model "
+                   "family's, adam or rmsprop). adam/rmsprop/sgd = each framework's own class; "
+                   "NAME-torch / NAME-keras = that library's update rule in both frameworks")
     p.add_argument("--out", default="runs/latest", help="run folder: log.csv, checkpoints, curves.png")
     p.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=500,

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from metalearn_shared.optimizers import optimizer_entry
+
 __all__ = [
     "BackboneConfig",
     "SiameseConfig",
@@ -226,7 +228,10 @@ class TrainConfig(_Config):
         steps: optimiser steps.
         batch: pairs per step (siamese), episodes per step (protonet: 1 typical; mann: 16).
         lr: learning rate.
-        optimizer: ``"adam"`` or ``"rmsprop"`` (Santoro et al. use RMSprop 1e-4) or ``"sgd"``.
+        optimizer: a name of :data:`metalearn_shared.optimizers.OPTIMIZERS`: ``"adam"``,
+            ``"rmsprop"`` (Santoro et al. use RMSprop 1e-4), ``"sgd"`` (each framework's own
+            class), or ``"adam-torch"``, ``"rmsprop-torch"``, ``"adam-keras"``,
+            ``"rmsprop-keras"`` (one library's update rule in both frameworks).
         seed: seeds weights and episodes.
         log_every: CSV/progress interval in steps.
         checkpoint_every: checkpoint interval in steps (0 = only at the end).
@@ -239,6 +244,9 @@ class TrainConfig(_Config):
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 0
+
+    def __post_init__(self) -> None:
+        optimizer_entry(self.optimizer)  # ValueError listing the valid names
 
 
 @dataclass(frozen=True)

@@ -18,24 +18,21 @@ from keras import ops
 
 from metalearn_shared import training as T
 from metalearn_shared.config import TrainConfig
+from metalearn_tf import optimizers
 from metalearn_tf.checkpoint import save_checkpoint, save_keras, set_canonical
 from metalearn_tf.models import build_model
+from metalearn_tf.optimizers import OPTIMIZER_SETTINGS
 
 __all__ = ["EpisodeDataset", "make_optimizer", "train", "main_train", "OPTIMIZER_SETTINGS"]
 
-#: Pinned to the same values as ``metalearn_torch.train.OPTIMIZER_SETTINGS`` (the
-#: frameworks' defaults differ: Adam epsilon 1e-7 Keras / 1e-8 torch; RMSprop rho 0.9 /
-#: alpha 0.99).
-OPTIMIZER_SETTINGS = {"adam": {"epsilon": 1e-7}, "rmsprop": {"rho": 0.9, "epsilon": 1e-7}, "sgd": {}}
-
 
 def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
-    """The optimiser ``cfg`` names, with :data:`OPTIMIZER_SETTINGS`."""
-    kinds = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
-             "sgd": keras.optimizers.SGD}
-    if cfg.optimizer not in kinds:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose one of {sorted(kinds)}.")
-    return kinds[cfg.optimizer](learning_rate=cfg.lr, **OPTIMIZER_SETTINGS[cfg.optimizer])
+    """The optimiser the trainer uses for ``cfg`` (``cfg.optimizer`` from the shared table).
+
+    Kept with this signature for existing callers; it is
+    :func:`metalearn_tf.optimizers.make_optimizer` ``(cfg.optimizer, lr=cfg.lr)``.
+    """
+    return optimizers.make_optimizer(cfg.optimizer, lr=cfg.lr)
 
 
 class EpisodeDataset(keras.utils.PyDataset):

@@ -18,26 +18,21 @@ from torch import nn
 
 from metalearn_shared import training as T
 from metalearn_shared.config import TrainConfig
+from metalearn_torch import optimizers
 from metalearn_torch.checkpoint import save_checkpoint, set_canonical
 from metalearn_torch.models import build_model
+from metalearn_torch.optimizers import OPTIMIZER_SETTINGS
 
 __all__ = ["make_optimizer", "train", "main_train", "OPTIMIZER_SETTINGS"]
 
-#: Optimiser hyper-parameters pinned to the same values in both frameworks (their
-#: defaults differ: Adam eps 1e-8 torch / 1e-7 Keras; RMSprop alpha 0.99 torch / rho 0.9 Keras).
-OPTIMIZER_SETTINGS = {"adam": {"eps": 1e-7}, "rmsprop": {"alpha": 0.9, "eps": 1e-7}, "sgd": {}}
-
 
 def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser ``cfg`` names, with :data:`OPTIMIZER_SETTINGS`."""
-    kinds = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
-    if cfg.optimizer not in kinds:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose one of {sorted(kinds)}.")
-    # Fused (Adam, SGD) / foreach (RMSprop) kernels: one pass over all parameters instead of
-    # a loop of small ops (docs/benchmarks.md measured the Adam update 37 ms -> 6 ms).
-    speed = {"adam": {"fused": True}, "sgd": {"fused": True}, "rmsprop": {"foreach": True}}
-    return kinds[cfg.optimizer](params, lr=cfg.lr, **OPTIMIZER_SETTINGS[cfg.optimizer],
-                                **speed[cfg.optimizer])
+    """The optimiser the trainer uses for ``cfg`` (``cfg.optimizer`` from the shared table).
+
+    Kept with this signature for existing callers; it is
+    :func:`metalearn_torch.optimizers.make_optimizer` ``(cfg.optimizer, params, lr=cfg.lr)``.
+    """
+    return optimizers.make_optimizer(cfg.optimizer, params, lr=cfg.lr)
 
 
 def _accuracy(output: torch.Tensor, target: torch.Tensor, config: Any) -> torch.Tensor:
