@@ -45,7 +45,8 @@ OPTIMIZER_SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def _f64(x: Any) -> Any:
-    return ops.cast(x, "float64")
+    """``x`` as float64; a Python float directly (``ops.cast`` would round it to float32 first)."""
+    return ops.convert_to_tensor(x, "float64") if isinstance(x, float) else ops.cast(x, "float64")
 
 
 @keras.saving.register_keras_serializable("metalearn_tf")
