@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from metalearn_shared.cli import main
-from metalearn_shared.training import LOG_COLUMNS
+from metalearn_shared.training import LOG_COLUMNS, RunFiles
 from metalearn_shared.weights import load_canonical
 
 FRAMEWORKS = [
@@ -48,6 +48,25 @@ def test_resume_equals_uninterrupted(fw, tmp_path):
     assert tuple(rows[0]) == LOG_COLUMNS
     assert [int(r["step"]) for r in rows] == sorted({int(r["step"]) for r in rows})
     assert (tmp_path / "split" / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(("fw", "optimizer"), [
+    pytest.param("tf", "adam-torch", marks=pytest.mark.tf),
+    pytest.param("torch", "adam-keras", marks=pytest.mark.torch),
+])
+def test_resume_with_the_other_frameworks_rule(fw, optimizer, tmp_path):
+    """2 steps + --resume 2 steps == 4 steps, bit-exactly, with the foreign-rule optimiser
+    (its state goes through the trainer's optimiser-state file)."""
+    pytest.importorskip("torch" if fw == "torch" else "keras")
+    _train(fw, tmp_path / "full", 4, "--optimizer", optimizer)
+    _train(fw, tmp_path / "split", 2, "--optimizer", optimizer)
+    _train(fw, tmp_path / "split", 4, "--optimizer", optimizer, "--resume")
+    full, _ = _weights(tmp_path / "full" / "checkpoint.safetensors")
+    split, meta = _weights(tmp_path / "split" / "checkpoint.safetensors")
+    assert meta["step"] == 4
+    for k in full:
+        np.testing.assert_array_equal(split[k], full[k], err_msg=k)
+    assert optimizer in RunFiles(tmp_path / "split").config.read_text()
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
