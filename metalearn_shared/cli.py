@@ -147,9 +147,13 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_parity(args: argparse.Namespace) -> int:
-    from metalearn_shared import parity
+    from metalearn_shared import parity_report
+    from metalearn_shared.parity import ParityError
 
-    return parity.main(args)
+    try:
+        return parity_report.main(args)
+    except ParityError as e:
+        raise CLIError(str(e)) from e
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -167,7 +171,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _add_tools(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("parity", help="measure cross-framework parity of every model")
     p.add_argument("--model", default="all", help="all | siamese | protonet | mann | lstm")
-    p.add_argument("--steps", type=int, default=10, help="SGD steps compared (default 10)")
+    p.add_argument("--steps", type=int, default=10, help="training steps compared (default 10)")
+    p.add_argument("--optimizers", nargs="+", default=["sgd"], metavar="NAME",
+                   help="optimisers compared, each with the trainers' own objects: sgd runs "
+                        "every case, the others one case per model (default: sgd; the "
+                        "matched ones: adam-torch rmsprop-torch adam-keras rmsprop-keras)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads of both frameworks during the run (default 1)")
     p.add_argument("--seed", type=int, default=0, help="weights, data and episodes")
     p.add_argument("--out", default="parity-report",
                    help="folder for parity.json and the PNG plots (default parity-report)")

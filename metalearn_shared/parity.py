@@ -41,13 +41,8 @@ fp32 noise to 3e-3 in 10 steps.
 from __future__ import annotations
 
 import importlib
-import os
-import platform
-import tempfile
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -63,11 +58,14 @@ from metalearn_shared.config import (
     ProtoNetConfig,
     SiameseConfig,
 )
-from metalearn_shared.tolerances import TOL, measure
+from metalearn_shared.tolerances import EVENT_SHARE, FLOOR_MULTIPLE
 
 __all__ = [
     "DIRECTIONS",
     "LR",
+    "ADAPTIVE_LR",
+    "FLOOR_RUNS",
+    "FLOOR_ULPS",
     "Case",
     "Comparison",
     "CaseResult",
@@ -76,19 +74,26 @@ __all__ = [
     "cases",
     "perturb_batchnorm",
     "run_case",
-    "summarise",
-    "format_table",
-    "write_report",
-    "main",
+    "nudge",
+    "noise_floor",
+    "framework_module",
+    "PACKAGES",
 ]
 
 #: Source → destination framework, both ways.
 DIRECTIONS = ("torch_to_keras", "keras_to_torch")
-_PACKAGES = {"torch": "metalearn_torch", "keras": "metalearn_tf"}
+PACKAGES = {"torch": "metalearn_torch", "keras": "metalearn_tf"}
 
-#: SGD learning rate: per backbone for the metric models (see the module docstring for why
-#: ``conv4``'s is small), and for the sequence models.
-LR = {"conv4": 1e-4, "seed": 1e-2, "sequence": 0.5}
+#: SGD learning rate, one per family of models, never per case: a rate at which training
+#: amplifies rounding (chaos) is judged against the measured noise floor, not avoided.
+LR = {"metric": 1e-2, "sequence": 0.5}
+#: Learning rate of the adaptive optimisers (Adam, RMSprop: a step of ~lr per parameter
+#: whatever the gradient's size), one for every case.
+ADAPTIVE_LR = 1e-3
+
+#: The noise floor: each framework trains ``FLOOR_RUNS`` more times from its start nudged by
+#: up to ``FLOOR_ULPS`` units in the last place (:func:`nudge`).
+FLOOR_RUNS, FLOOR_ULPS = 2, 4.0
 
 #: Episode shapes: few-shot N-way K-shot with Q queries per class; pairs per Siamese batch;
 #: sequence ways × presentations per class (T = 50 steps), episodes per batch.
@@ -108,10 +113,13 @@ class TrainRecord:
 
     Attributes:
         weights: canonical arrays after each step (``weights[k]`` after step ``k + 1``).
+        states: the canonical optimiser state after each step (``{"step", "slots"}``, see
+            ``metalearn_torch.optimizers.get_state`` and its Keras mirror).
         seconds: wall time of each step (the forward, backward and update only).
     """
 
     weights: list[dict[str, np.ndarray]] = field(default_factory=list)
+    states: list[dict[str, Any]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
 
 
@@ -129,6 +137,8 @@ class Case:
         samples_per_class: presentations per class in a sequence episode.
         train: False for a forward-only check.
         directions: which of :data:`DIRECTIONS` to run.
+        optimizer: the name (:data:`metalearn_shared.optimizers.OPTIMIZERS`) both
+            frameworks train with, each with its trainer's own optimiser object.
     """
 
     name: str
@@ -139,10 +149,16 @@ class Case:
     samples_per_class: int = SAMPLES
     train: bool = True
     directions: tuple[str, ...] = DIRECTIONS
+    optimizer: str = "sgd"
 
     @property
     def model(self) -> str:
         return self.config.model
+
+    @property
+    def rate(self) -> float:
+        """The case's SGD rate, or :data:`ADAPTIVE_LR` for Adam and RMSprop (any rule)."""
+        return self.lr if self.optimizer == "sgd" else ADAPTIVE_LR
 
     @property
     def family(self) -> str:
@@ -171,9 +187,9 @@ def _metric_cases(name: str, tiny: bool) -> list[Case]:
         # conv4 with 8 channels at 16 px: BatchNorm in both modes.
         if name == "siamese":
             config: ModelConfig = SiameseConfig(BackboneConfig("seed", image_size=20), head="koch")
-            return [Case("siamese-koch-seed-20px", config, LR["seed"], batch=PAIRS)]
+            return [Case("siamese-koch-seed-20px", config, LR["metric"], batch=PAIRS)]
         config = ProtoNetConfig(BackboneConfig("conv4", image_size=16, hidden=8))
-        return [Case("protonet-conv4-16px-8ch", config, LR["conv4"])]
+        return [Case("protonet-conv4-16px-8ch", config, LR["metric"])]
     variants = siamese.variants() if name == "siamese" else protonet.variants()
     if name == "siamese":
         # conv4 ends on a 2x2 map at 32 px: the Koch head's kernel needs the flatten
@@ -181,7 +197,7 @@ def _metric_cases(name: str, tiny: bool) -> list[Case]:
         variants.append(("siamese-koch-conv4-32px",
                          SiameseConfig(BackboneConfig("conv4", image_size=32), head="koch")))
     batch = PAIRS if name == "siamese" else 1
-    return [Case(n, c, LR[c.backbone.name], batch=batch) for n, c in variants]
+    return [Case(n, c, LR["metric"], batch=batch) for n, c in variants]
 
 
 def _sequence_cases(name: str, tiny: bool) -> list[Case]:
@@ -206,25 +222,39 @@ def _sequence_cases(name: str, tiny: bool) -> list[Case]:
 _FAMILY_CASES = {"pairs": _metric_cases, "fewshot": _metric_cases, "sequence": _sequence_cases}
 
 
-def cases(model: str = "all", tiny: bool = False) -> list[Case]:
+def cases(model: str = "all", tiny: bool = False,
+          optimizers: Sequence[str] = ("sgd",)) -> list[Case]:
     """The parity cases of one registered model, or of all (``"all"``).
 
     Args:
         model: a :data:`~metalearn_shared.config.MODEL_REGISTRY` name or ``"all"``.
         tiny: one small variant per model (for a quick run and the CLI's test).
+        optimizers: names of :data:`metalearn_shared.optimizers.OPTIMIZERS`. SGD runs every
+            case; each other optimiser runs the first trainable case of each model (named
+            ``"<case>+<optimizer>"``): the optimiser rule does not depend on the variant.
 
     Raises:
-        ValueError: an unknown model name.
+        ValueError: an unknown model or optimiser name.
     """
+    from metalearn_shared.optimizers import OPTIMIZERS
+
     if model != "all" and model not in MODEL_REGISTRY:
         raise ValueError(f"--model must be 'all' or one of {sorted(MODEL_REGISTRY)}; got {model!r}.")
+    unknown = [o for o in optimizers if o not in OPTIMIZERS]
+    if unknown:
+        raise ValueError(f"unknown optimizer(s) {unknown}; choose from {sorted(OPTIMIZERS)}.")
     out: list[Case] = []
     for name, entry in MODEL_REGISTRY.items():
         if model in ("all", name):
             if entry.family not in _FAMILY_CASES:
                 raise ParityError(f"model {name!r} has episode family {entry.family!r}, for "
                                   "which metalearn_shared.parity defines no parity case.")
-            out += _FAMILY_CASES[entry.family](name, tiny)
+            own = _FAMILY_CASES[entry.family](name, tiny)
+            if "sgd" in optimizers:
+                out += own
+            first = next(c for c in own if c.train)
+            out += [replace(first, name=f"{first.name}+{o}", optimizer=o)
+                    for o in optimizers if o != "sgd"]
     return out
 
 
@@ -242,6 +272,11 @@ class Comparison:
         scale: errors are divided by ``max(1, scale)`` (``assert_close_scaled``).
         param: the canonical parameter name, for per-parameter figures.
         step: the training step, for figures after training steps.
+        floor: the measured noise floor after this step (free-running trajectories).
+        allow: the measured allowance added to the table's absolute bound (scaled units;
+            :func:`metalearn_shared.tolerances.measure`): ``FLOOR_MULTIPLE x floor`` for
+            free-running trajectories, ``EVENT_SHARE x`` the step's largest update for
+            teacher-forced steps of trainable parameters, 0 for every other figure.
     """
 
     what: str
@@ -252,6 +287,8 @@ class Comparison:
     scale: float = 1.0
     param: str | None = None
     step: int | None = None
+    floor: float = 0.0
+    allow: float = 0.0
 
 
 @dataclass
@@ -259,8 +296,11 @@ class CaseResult:
     """Everything :func:`run_case` measured for one case and direction.
 
     Attributes:
-        moved: max abs change of the source weights over training (0 if not trained) —
-            parity of weights that did not move would prove nothing.
+        moved: max abs change of the source's trainable parameters over training (0 if
+            not trained) — parity of weights that did not move would prove nothing.
+            BatchNorm running statistics are left out: they move in training mode whatever
+            the optimiser does.
+        floor: the noise floor after each step (:func:`noise_floor`, both frameworks).
         seconds: per framework (``"torch"``, ``"keras"``), the wall time of each step.
     """
 
@@ -269,6 +309,7 @@ class CaseResult:
     comparisons: list[Comparison]
     moved: float = 0.0
     seconds: dict[str, list[float]] = field(default_factory=dict)
+    floor: list[float] = field(default_factory=list)
 
 
 def perturb_batchnorm(canonical: Mapping[str, np.ndarray], seed: int = 0) -> dict[str, np.ndarray]:
@@ -291,15 +332,15 @@ class _Side:
     def __init__(self, framework: str, model: Any) -> None:
         self.name = framework
         self.model = model
-        self.parity = _module(framework, "parity")
-        self.checkpoint = _module(framework, "checkpoint")
+        self.parity = framework_module(framework, "parity")
+        self.checkpoint = framework_module(framework, "checkpoint")
 
     def canonical(self) -> dict[str, np.ndarray]:
         return self.checkpoint.get_canonical(self.model)
 
 
-def _module(framework: str, module: str) -> ModuleType:
-    package = _PACKAGES[framework]
+def framework_module(framework: str, module: str) -> ModuleType:
+    package = PACKAGES[framework]
     try:
         return importlib.import_module(f"{package}.{module}")
     except ModuleNotFoundError as e:
@@ -315,12 +356,12 @@ def _moved_through_file(case: Case, direction: str, workdir: Path, seed: int) ->
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}; got {direction!r}.")
     src_fw, dst_fw = direction.split("_to_")
-    build = importlib.import_module(f"{_PACKAGES[src_fw]}.models").build_model
+    build = importlib.import_module(f"{PACKAGES[src_fw]}.models").build_model
     src = _Side(src_fw, build(case.config, seed=seed))
     src.checkpoint.set_canonical(src.model, perturb_batchnorm(src.canonical(), seed))
     path = src.checkpoint.save_checkpoint(
         src.model, Path(workdir) / f"{case.name}-{direction}.safetensors", step=0)
-    dst_model, meta = _module(dst_fw, "checkpoint").load_checkpoint(path)
+    dst_model, meta = framework_module(dst_fw, "checkpoint").load_checkpoint(path)
     if meta["source_framework"] != src_fw or meta["config"] != case.config.to_dict():
         raise ParityError(f"{path}: metadata says {meta['source_framework']!r} / {meta['config']}; "
                           f"expected {src_fw!r} / {case.config.to_dict()}.")
@@ -348,9 +389,13 @@ class _Collector:
         self.items: list[Comparison] = []
 
     def add(self, what: str, group: str, kind: str, actual: Any, expected: Any,
-            scale: float | None = None, **where: Any) -> None:
+            scale: float | None = None, allow_abs: float = 0.0, **where: Any) -> None:
+        """One figure; ``allow_abs`` is an absolute allowance, converted to the scaled units
+        :func:`~metalearn_shared.tolerances.measure` adds it in."""
         if scale is None:
             scale = float(np.max(np.abs(expected))) if self.case.scaled else 1.0
+        if allow_abs:
+            where["allow"] = allow_abs / max(1.0, scale)
         self.items.append(Comparison(what, group, kind, actual, expected, scale, **where))
 
 
@@ -393,17 +438,125 @@ def _compare_forward(out: _Collector, src: _Side, dst: _Side, inputs: Sequence[n
                     getattr(tr, name), getattr(ref, name))
 
 
+def nudge(canonical: Mapping[str, np.ndarray], seed: int, ulps: float = FLOOR_ULPS
+          ) -> dict[str, np.ndarray]:
+    """Every float32 value moved by up to ``ulps`` units in the last place, at random — a
+    start as valid as the original, which another CPU's rounding could have produced."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, value in canonical.items():
+        v = np.asarray(value, dtype=np.float32)
+        out[name] = (v * (1 + rng.uniform(-ulps, ulps, v.shape) * 2.0 ** -23)).astype(np.float32)
+    return out
+
+
+def _distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], scaled: bool) -> float:
+    """The largest per-array max abs difference (divided by ``max(1, max |b|)`` when
+    ``scaled``) between two canonical weight sets: one number per step."""
+    worst = 0.0
+    for name, ref in b.items():
+        ref = np.asarray(ref, dtype=np.float64)
+        s = max(1.0, float(np.abs(ref).max())) if scaled and ref.size else 1.0
+        worst = max(worst, float(np.abs(np.asarray(a[name], dtype=np.float64) - ref).max()) / s)
+    return worst
+
+
+def noise_floor(side: _Side, initial: Mapping[str, np.ndarray], reference: TrainRecord,
+                sampler: Any, case: Case, steps: int, optimizer: str, lr: float,
+                runs: int = FLOOR_RUNS, seed: int = 0) -> list[float]:
+    """One framework's own sensitivity, per step: how far its free-running trajectory moves
+    when its start is :func:`nudged <nudge>` (``runs`` times, each nudge different).
+
+    Returns:
+        ``floor[k - 1]``: the largest distance (as :func:`_distance`) after step ``k``
+        between ``reference`` (the unperturbed run) and any nudged run, as a running
+        maximum over steps — a divergence, once started, does not heal, and the nudged
+        run may hit the same discrete event (a max-pool tie, a ReLU or hinge kink) a step
+        earlier or later than the cross-framework run does.
+    """
+    floor = np.zeros(steps)
+    for r in range(runs):
+        side.parity.set_weights(side.model, nudge(initial, seed=1000 * (seed + 1) + r))
+        rec = side.parity.train_steps(side.model, sampler, case.family, steps, lr, case.batch,
+                                      optimizer)
+        for k in range(steps):
+            floor[k] = max(floor[k], _distance(rec.weights[k], reference.weights[k], case.scaled))
+    return np.maximum.accumulate(floor).tolist()
+
+
+def _forced_figures(out: _Collector, src: _Side, dst: _Side, sampler: Any, spec: ModuleType,
+                    starts: Sequence[tuple[dict[str, np.ndarray], Any]],
+                    s_rec: TrainRecord) -> None:
+    """The teacher-forced figures: step ``k`` of both frameworks starts from ``starts[k-1]``
+    (the source's weights and optimiser state after ``k - 1`` steps) on batch ``k``.
+
+    * ``grad k (forced)``: the gradients at the forced weights ("grad" bound);
+    * ``update k``: the optimiser's rule alone — the trainers' optimiser objects (fused
+      kernels included) from the same weights, state *and* gradients (the source's) — to
+      fp32 rounding ("step" bound);
+    * ``step k (forced)``: the destination's whole trainer step (``fit`` / the torch loop)
+      against the source's: BatchNorm statistics to the "step" bound (the forward pass at
+      the forced weights, no kinks); for SGD, also the trainable parameters.
+
+    Trainable gradients and SGD steps may also differ by a discrete event that rounding
+    flipped at a kink (a ReLU input or max-pool tie within an ulp, a hinge at its margin):
+    :data:`~metalearn_shared.tolerances.EVENT_SHARE` of the tensor's largest element, named
+    in the report. Adam's and RMSprop's whole step is left to the two checks it is made of:
+    their update divides by ``sqrt(v) + eps``, so a gradient element at rounding level — a
+    bias that cancels in ``e1 - e2`` or ``q - c`` — moves by up to ``lr`` at random in
+    *any* implementation; from identical gradients the rule is well conditioned.
+    """
+    from metalearn_shared.training import step_batch
+
+    case = out.case
+    lr, optimizer = case.rate, case.optimizer
+    trainable = _trainable(case)
+    f_rec = dst.parity.forced_steps(dst.model, starts, sampler, case.family, lr, case.batch,
+                                    optimizer)
+    for k, (weights, state) in enumerate(starts, start=1):
+        inputs, target = spec.inputs_and_target(step_batch(sampler, case.family, k, case.batch))
+        grads = {}
+        for side in (src, dst):
+            side.parity.set_weights(side.model, weights)
+            grads[side.name] = side.parity.loss_and_grads(side.model, inputs, target)[2]
+        s_g, d_g = grads[src.name], grads[dst.name]
+        for name in s_g:
+            out.add(f"grad {k} (forced): {name}", "step", "grad", d_g[name], s_g[name],
+                    param=name, step=k, allow_abs=EVENT_SHARE * float(np.abs(s_g[name]).max()))
+        s_upd = src.parity.apply_update(src.model, weights, state, s_g, lr, optimizer)
+        d_upd = dst.parity.apply_update(dst.model, weights, state, s_g, lr, optimizer)
+        for name in s_g:
+            out.add(f"update {k}: {name}", "update", "step", d_upd[name], s_upd[name],
+                    param=name, step=k)
+        s_w, f_w = s_rec.weights[k - 1], f_rec.weights[k - 1]
+        for name in s_w:
+            if name not in trainable:
+                out.add(f"step {k} (forced): {name}", "step", "step", f_w[name], s_w[name],
+                        param=name, step=k)
+            elif optimizer == "sgd":
+                event = EVENT_SHARE * float(np.abs(s_w[name] - weights[name]).max())
+                out.add(f"step {k} (forced): {name}", "step", "step", f_w[name], s_w[name],
+                        param=name, step=k, allow_abs=event)
+
+
+def _trainable(case: Case) -> set[str]:
+    from metalearn_shared.models import param_spec
+
+    return {p.name for p in param_spec(case.config) if p.trainable}
+
+
 def run_case(case: Case, direction: str, workdir: str | Path, steps: int = 10,
-             seed: int = 0) -> CaseResult:
+             seed: int = 0, floor_runs: int = FLOOR_RUNS) -> CaseResult:
     """Every comparison of one case in one direction (see the module docstring).
 
     Args:
         case: from :func:`cases`.
         direction: ``"torch_to_keras"`` or ``"keras_to_torch"``.
         workdir: where the checkpoint file is written.
-        steps: SGD steps compared (ignored for a forward-only case).
+        steps: training steps compared (ignored for a forward-only case).
         seed: initial weights (``seed``), BatchNorm statistics, data (``seed``) and
             episodes (``seed + 1``).
+        floor_runs: nudged runs per framework that measure the noise floor.
 
     Returns:
         A :class:`CaseResult`; nothing is asserted here.
@@ -413,6 +566,7 @@ def run_case(case: Case, direction: str, workdir: str | Path, steps: int = 10,
     src, dst = _moved_through_file(case, direction, Path(workdir), seed)
     sampler = _sampler(case, seed)
     spec = importlib.import_module(f"metalearn_shared.models.{case.model}")
+    lr, optimizer = case.rate, case.optimizer
     # Batch 0 is compared; the training steps see batches 1 .. steps (step s = batch s).
     inputs, target = spec.inputs_and_target(step_batch(sampler, case.family, 0, case.batch))
     out = _Collector(case)
@@ -436,230 +590,31 @@ def run_case(case: Case, direction: str, workdir: str | Path, steps: int = 10,
     for name in s_grads:
         out.add(f"grad {name}", "grad", "grad", d_grads[name], s_grads[name], param=name)
 
-    s_rec = src.parity.train_steps(src.model, sampler, case.family, steps, case.lr, case.batch)
-    d_rec = dst.parity.train_steps(dst.model, sampler, case.family, steps, case.lr, case.batch)
-    for k, (d_w, s_w) in enumerate(zip(d_rec.weights, s_rec.weights, strict=True), start=1):
+    # Free-running: each framework trains on its own from the same start (the loss_and_grads
+    # passes above moved the BatchNorm statistics, so both restart from ``initial``).
+    for side in (src, dst):
+        side.parity.set_weights(side.model, initial)
+    s_rec = src.parity.train_steps(src.model, sampler, case.family, steps, lr, case.batch, optimizer)
+    d_rec = dst.parity.train_steps(dst.model, sampler, case.family, steps, lr, case.batch, optimizer)
+    # Teacher-forced: every step k of both frameworks starts from the source's weights and
+    # optimiser state after k - 1 steps, on batch k (see _forced_figures).
+    starts = [(initial, None)] + list(zip(s_rec.weights[:-1], s_rec.states[:-1], strict=True))
+    _forced_figures(out, src, dst, sampler, spec, starts, s_rec)
+    # Each framework's own noise floor: its trajectory from nudged starts.
+    floor = np.maximum(
+        noise_floor(src, initial, s_rec, sampler, case, steps, optimizer, lr, floor_runs, seed),
+        noise_floor(dst, initial, d_rec, sampler, case, steps, optimizer, lr, floor_runs, seed + 1))
+    for k in range(1, steps + 1):
+        s_w, d_w = s_rec.weights[k - 1], d_rec.weights[k - 1]
         for name in s_w:
             out.add(f"after {k} steps: {name}", "train", "train", d_w[name], s_w[name],
-                    param=name, step=k)
+                    param=name, step=k, floor=float(floor[k - 1]),
+                    allow=FLOOR_MULTIPLE * float(floor[k - 1]))
+    # Inference after training, at the source's trained weights in both frameworks.
+    for side in (src, dst):
+        side.parity.set_weights(side.model, s_rec.weights[-1])
     _compare_forward(out, src, dst, inputs, "after training")
     final = s_rec.weights[-1]
-    moved = max(float(np.abs(final[n] - initial[n]).max()) for n in final)
+    moved = max(float(np.abs(final[n] - initial[n]).max()) for n in _trainable(case))
     return CaseResult(case, direction, out.items, moved,
-                      {src.name: s_rec.seconds, dst.name: d_rec.seconds})
-
-
-# -- the report --------------------------------------------------------------------------
-def _median_ms(seconds: Sequence[float]) -> float | None:
-    """Median step time in ms, the first step (tracing, warm-up) left out when there are more."""
-    if not seconds:
-        return None
-    return 1e3 * float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
-
-
-def summarise(result: CaseResult) -> dict[str, Any]:
-    """A JSON-ready record of one :class:`CaseResult`: every figure with its measure, the
-    worst per group, the error after each step, the step times."""
-    figures = []
-    for c in result.comparisons:
-        m = measure(c.actual, c.expected, c.kind, c.scale)
-        figures.append({"what": c.what, "group": c.group, "kind": c.kind, "param": c.param,
-                        "step": c.step, "scale": c.scale, "max_abs": m.max_abs,
-                        "max_rel": m.max_rel, "ratio": m.ratio, "passed": m.passed})
-
-    def worst(group: str, key: str, step: int | None = None) -> float | None:
-        vals = [f[key] for f in figures if f["group"] == group and (step is None or f["step"] == step)]
-        return max(vals) if vals else None
-
-    n_steps = max((f["step"] or 0 for f in figures), default=0)
-    return {
-        "case": result.case.name, "model": result.case.model, "direction": result.direction,
-        "config": result.case.config.to_dict(), "lr": result.case.lr, "steps": n_steps,
-        "passed": all(f["passed"] for f in figures),
-        "worst_ratio": max((f["ratio"] for f in figures), default=0.0),
-        "summary": {
-            "forward_max_abs": worst("forward", "max_abs"),
-            "forward_max_rel": worst("forward", "max_rel"),
-            "spec_max_abs": worst("spec", "max_abs"),
-            "lrua_max_abs": worst("lrua", "max_abs"),
-            "loss_abs": worst("loss", "max_abs"), "loss_rel": worst("loss", "max_rel"),
-            "grad_max_abs": worst("grad", "max_abs"),
-            "train_max_abs": worst("train", "max_abs", n_steps) if n_steps else None,
-        },
-        "step_errors": [worst("train", "max_abs", k) for k in range(1, n_steps + 1)],
-        "moved": result.moved,
-        "step_ms": {fw: _median_ms(s) for fw, s in result.seconds.items()},
-        "figures": figures,
-    }
-
-
-def _fmt(v: float | None, spec: str = ".1e") -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def format_table(records: Sequence[Mapping[str, Any]]) -> str:
-    """The terminal table: one row per case and direction."""
-    head = (f"{'case':<26} {'direction':<15} {'fwd abs':>8} {'fwd rel':>8} {'spec abs':>8} "
-            f"{'loss rel':>8} {'grad abs':>8} {'train abs':>9} {'torch ms':>8} {'keras ms':>8} "
-            f"{'worst/tol':>9}  result")
-    lines = [head, "-" * len(head)]
-    for r in records:
-        s, ms = r["summary"], r["step_ms"]
-        lines.append(
-            f"{r['case']:<26} {r['direction']:<15} {_fmt(s['forward_max_abs']):>8} "
-            f"{_fmt(s['forward_max_rel']):>8} {_fmt(s['spec_max_abs']):>8} {_fmt(s['loss_rel']):>8} "
-            f"{_fmt(s['grad_max_abs']):>8} {_fmt(s['train_max_abs']):>9} "
-            f"{_fmt(ms.get('torch'), '.1f'):>8} {_fmt(ms.get('keras'), '.1f'):>8} "
-            f"{r['worst_ratio']:>9.2f}  {'ok' if r['passed'] else 'FAIL'}")
-    return "\n".join(lines)
-
-
-def _plot_layers(records: Sequence[Mapping[str, Any]], out: Path) -> Path:
-    """Per-parameter error of one case, both directions: gradient, and weights after training."""
-    import matplotlib.pyplot as plt
-
-    params = [f["param"] for f in records[0]["figures"] if f["group"] == "grad"]
-    n_steps = records[0]["steps"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.28 * len(params) + 1.6), sharey=True)
-    y = np.arange(len(params))
-    for ax, group, step, title in ((axes[0], "grad", None, "gradient"),
-                                   (axes[1], "train", n_steps, f"weights after {n_steps} steps")):
-        for i, r in enumerate(records):
-            err = {f["param"]: f["max_abs"] for f in r["figures"]
-                   if f["group"] == group and f["step"] == step}
-            ax.barh(y + 0.4 * i - 0.2, [max(err[p], 1e-12) for p in params], height=0.4,
-                    label=r["direction"])
-        ax.axvline(TOL[group][1], color="k", ls="--", lw=1, label=f"tolerance ({group})")
-        ax.set(xscale="log", xlabel="max abs error", title=title)
-    axes[0].set_yticks(y, params, fontsize=7)
-    axes[0].invert_yaxis()
-    axes[1].legend(fontsize=7)
-    fig.suptitle(f"{records[0]['case']}: error per parameter (floor 1e-12 = exact)", fontsize=9)
-    fig.tight_layout()
-    return _save(fig, out)
-
-
-def _plot_steps(records: Sequence[Mapping[str, Any]], out: Path) -> Path:
-    """Max abs weight error after each training step, one panel per registered model."""
-    import matplotlib.pyplot as plt
-
-    models = [m for m in MODEL_REGISTRY if any(r["model"] == m and r["step_errors"] for r in records)]
-    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.2 * max(1, len(models)), 3.4),
-                             squeeze=False)
-    for ax, model in zip(axes[0], models, strict=False):
-        for r in records:
-            if r["model"] == model and r["step_errors"]:
-                k = np.arange(1, len(r["step_errors"]) + 1)
-                ax.plot(k, np.maximum(r["step_errors"], 1e-12), marker="o", ms=3,
-                        label=f"{r['case']} {r['direction'].replace('_to_', '→')}")
-        ax.axhline(TOL["train"][1], color="k", ls="--", lw=1, label="tolerance")
-        ax.set(yscale="log", xlabel="SGD step", ylabel="max abs weight error", title=model)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    return _save(fig, out)
-
-
-def _save(fig: Any, out: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from metalearn_shared.data.cache import atomic_path
-
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return out
-
-
-def write_report(records: Sequence[Mapping[str, Any]], out_dir: str | Path,
-                 meta: Mapping[str, Any]) -> list[Path]:
-    """``parity.json`` and the PNG plots of a parity run; returns the paths written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from metalearn_shared.training import write_json
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [write_json(out_dir / "parity.json", {
-        **meta, "tolerances": {k: {"rtol": r, "atol": a} for k, (r, a) in TOL.items()},
-        "passed": all(r["passed"] for r in records), "results": list(records)})]
-    by_case: dict[str, list[Mapping[str, Any]]] = {}
-    for r in records:
-        by_case.setdefault(r["case"], []).append(r)
-    for name, recs in by_case.items():
-        if any(f["group"] == "grad" for f in recs[0]["figures"]):
-            paths.append(_plot_layers(recs, out_dir / f"layers-{name}.png"))
-    if any(r["step_errors"] for r in records):
-        paths.append(_plot_steps(records, out_dir / "steps.png"))
-    return paths
-
-
-def _versions() -> dict[str, str]:
-    import metalearn_shared
-
-    out = {"metalearn": metalearn_shared.__version__, "python": platform.python_version(),
-           "numpy": np.__version__}
-    for name in ("torch", "tensorflow", "keras"):
-        try:
-            out[name] = importlib.import_module(name).__version__
-        except ModuleNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _run_all(selected: Sequence[Case], steps: int, seed: int, workdir: Path) -> Iterator[dict]:
-    for case in selected:
-        for direction in case.directions:
-            t0 = time.perf_counter()
-            record = summarise(run_case(case, direction, workdir, steps=steps, seed=seed))
-            record["seconds"] = time.perf_counter() - t0
-            yield record
-
-
-def main(args: Any) -> int:
-    """``metalearn parity [--model all|NAME] [--steps N] [--seed S] [--out DIR] [--tiny]``.
-
-    Returns:
-        0 when every figure is within the tolerance table, 1 otherwise.
-    """
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.steps < 1:
-        raise ValueError(f"--steps must be at least 1; got {args.steps}.")
-    selected = cases(args.model, tiny=args.tiny)
-    steps = min(args.steps, 3) if args.tiny else args.steps
-    records = []
-    t0 = time.perf_counter()
-    try:
-        with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="metalearn-parity-") as tmp:
-            for fw in _PACKAGES:
-                stack.enter_context(_module(fw, "parity").parity_context(args.seed))
-            for record in _run_all(selected, steps, args.seed, Path(tmp)):
-                print(f"  {record['case']:<26} {record['direction']:<15} "
-                      f"{'ok' if record['passed'] else 'FAIL'} ({record['seconds']:.1f} s)", flush=True)
-                records.append(record)
-    except ParityError as e:
-        from metalearn_shared.cli import CLIError
-
-        raise CLIError(str(e)) from e
-    meta = {"command": "metalearn parity", "model": args.model, "steps": steps, "seed": args.seed,
-            "tiny": bool(args.tiny), "seconds": round(time.perf_counter() - t0, 1),
-            "versions": _versions()}
-    paths = write_report(records, args.out, meta)
-    print()
-    print(format_table(records))
-    failed = [(r, f) for r in records for f in r["figures"] if not f["passed"]]
-    for r, f in failed[:20]:
-        rtol, atol = TOL[f["kind"]]
-        print(f"FAIL {r['case']} {r['direction']}: {f['what']}: max abs {f['max_abs']:.3g}, "
-              f"{f['ratio']:.3g}x its tolerance ({f['kind']}: rtol {rtol}, atol {atol}, "
-              f"scale {f['scale']:.3g})")
-    if len(failed) > 20:
-        print(f"... and {len(failed) - 20} more failing figures in {paths[0]}")
-    print("Errors are raw max abs / max rel; worst/tol is the largest share of its allowance any "
-          "figure used (metric models: relative to size above 1), > 1 fails.")
-    print(f"\nwrote {', '.join(str(p) for p in paths)}")
-    print(f"{len(records)} runs, {sum(len(r['figures']) for r in records)} figures: "
-          + ("all within the tolerance table" if not failed else f"{len(failed)} out of tolerance"))
-    return 1 if failed else 0
+                      {src.name: s_rec.seconds, dst.name: d_rec.seconds}, floor=list(floor))

@@ -24,21 +24,27 @@ from metalearn_shared.models import param_spec
 from metalearn_shared.models.backbones import embedding_chw, flat_hwc_to_chw
 from metalearn_shared.models.mann import MANNTrace
 from metalearn_shared.parity import TrainRecord
-from metalearn_shared.weights import to_canonical
-from metalearn_tf.checkpoint import get_canonical, keras_variables
+from metalearn_shared.weights import to_canonical, to_framework
+from metalearn_tf.checkpoint import get_canonical, keras_variables, set_canonical
 from metalearn_tf.train import EpisodeDataset
 
-__all__ = ["parity_context", "forward", "embed", "trace", "loss_and_grads", "train_steps"]
+__all__ = ["parity_context", "forward", "embed", "trace", "loss_and_grads", "train_steps",
+           "forced_steps", "apply_update", "set_weights", "pin_threads",
+           "threads_in_use"]
 
 
 @contextmanager
-def parity_context(seed: int) -> Iterator[None]:
-    """A seeded global RNG (``keras.utils.set_random_seed``) for a parity run.
+def parity_context(seed: int, threads: int = 1) -> Iterator[None]:
+    """``threads`` TensorFlow threads and a seeded global RNG for a parity run.
 
-    Threads are left alone: TF fixes its thread pools when it starts, and its results do not
-    depend on them here. Keras has no scoped RNG, so the seed stays set afterwards. TF's
-    retracing warnings are silenced meanwhile: every ``fit`` here traces anew, by design.
+    TensorFlow fixes its intra- and inter-op thread pools when its runtime starts: they are
+    pinned here if it has not started yet (``TF_NUM_INTRAOP_THREADS`` /
+    ``TF_NUM_INTEROP_THREADS`` set before the first op do the same), else left as they are
+    with a warning. :func:`threads_in_use` reports what the run actually used. Keras has no
+    scoped RNG, so the seed stays set afterwards. TF's retracing warnings are silenced
+    meanwhile: the parity runs compile the same model more than once, by design.
     """
+    pin_threads(threads)
     keras.utils.set_random_seed(seed)
     logger = tf.get_logger()
     level = logger.level
@@ -47,6 +53,40 @@ def parity_context(seed: int) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def pin_threads(threads: int) -> None:
+    """Set TensorFlow's intra- and inter-op pools to ``threads`` threads if it has not
+    started; warn when it already runs with other pools."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # the runtime already started: its pools are fixed
+        if threads_in_use()["intra_op"] != threads:
+            import warnings
+
+            warnings.warn(f"TensorFlow already started with {threads_in_use()} threads; parity "
+                          f"asked for {threads}. Set TF_NUM_INTRAOP_THREADS={threads} and "
+                          f"TF_NUM_INTEROP_THREADS={threads} before TensorFlow starts.",
+                          stacklevel=2)
+
+
+def threads_in_use() -> dict[str, int]:
+    """TensorFlow's thread pools (0 = TensorFlow's default: one per core)."""
+    import os
+
+    def pool(get: Any, env: str) -> int:
+        return get() or int(os.environ.get(env, "0") or 0)
+
+    return {"intra_op": pool(tf.config.threading.get_intra_op_parallelism_threads,
+                             "TF_NUM_INTRAOP_THREADS"),
+            "inter_op": pool(tf.config.threading.get_inter_op_parallelism_threads,
+                             "TF_NUM_INTEROP_THREADS")}
+
+
+def set_weights(model: Any, canonical: dict[str, np.ndarray]) -> None:
+    """Load canonical weights (parameters and BatchNorm statistics) into the model."""
+    set_canonical(model, canonical)
 
 
 def forward(model: keras.Model, inputs: Sequence[np.ndarray], training: bool) -> np.ndarray:
@@ -89,7 +129,7 @@ def loss_and_grads(model: keras.Model, inputs: Sequence[np.ndarray], target: np.
 
 
 class _Recorder(keras.callbacks.Callback):
-    """Canonical weights and wall time of every ``fit`` step."""
+    """Canonical weights, canonical optimiser state and wall time of every ``fit`` step."""
 
     def __init__(self, record: TrainRecord) -> None:
         super().__init__()
@@ -100,13 +140,42 @@ class _Recorder(keras.callbacks.Callback):
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        from metalearn_tf.optimizers import get_state
+
         self.record.seconds.append(time.perf_counter() - self._t0)
         self.record.weights.append(get_canonical(self.model))
+        self.record.states.append(get_state(self.model.optimizer, self.model))
+
+
+def _compiled(model: keras.Model, optimizer: str, lr: float) -> keras.optimizers.Optimizer:
+    """``compile`` the model with the trainer's optimiser object (once per optimiser and
+    rate: a second ``fit`` reuses the traced step) and reset the optimiser's state."""
+    from metalearn_tf.optimizers import make_optimizer, set_state
+
+    if getattr(model, "_parity_optimizer", None) != (optimizer, lr):
+        model.compile(optimizer=make_optimizer(optimizer, lr=lr), loss=model.make_loss())
+        model.optimizer.build(model.trainable_variables)
+        model._parity_optimizer = (optimizer, lr)
+        model._parity_fresh_state = _state(model)
+    set_state(model.optimizer, model, model._parity_fresh_state)
+    return model.optimizer
+
+
+def _state(model: keras.Model) -> dict:
+    from metalearn_tf.optimizers import get_state
+
+    return get_state(model.optimizer, model)
+
+
+def _fit(model: keras.Model, sampler: Any, family: str, batch: int, start: int, stop: int,
+         record: TrainRecord) -> None:
+    data = EpisodeDataset(model, sampler, family, batch, start, stop)
+    model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=[_Recorder(record)])
 
 
 def train_steps(model: keras.Model, sampler: Any, family: str, steps: int, lr: float,
-                batch: int, optimizer: str = "sgd", **settings: Any) -> TrainRecord:
-    """Train on batches ``1 .. steps`` of ``sampler`` by ``compile`` + ``fit``.
+                batch: int, optimizer: str = "sgd") -> TrainRecord:
+    """Train freely on batches ``1 .. steps`` of ``sampler`` by ``compile`` + ``fit``.
 
     Step ``s`` trains on ``training.step_batch(sampler, family, s, batch)`` through the
     trainer's ``EpisodeDataset`` — the batch the trainer feeds step ``s`` — so the torch
@@ -114,17 +183,55 @@ def train_steps(model: keras.Model, sampler: Any, family: str, steps: int, lr: f
     step's time includes tracing.
 
     Args:
-        optimizer: ``"sgd"``, ``"adam"`` or ``"rmsprop"`` (``keras.optimizers``').
-        settings: its keyword arguments beyond the learning rate (Keras names:
-            ``epsilon``, ``rho``); none = Keras' defaults.
+        optimizer: a name of :data:`metalearn_shared.optimizers.OPTIMIZERS`, built by the
+            trainer's ``make_optimizer``.
 
     Returns:
-        The canonical weights after every step and the seconds each step took.
+        The canonical weights (variables and BatchNorm statistics) and the canonical
+        optimiser state after every step, and the seconds each step took.
     """
-    kinds = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
-             "rmsprop": keras.optimizers.RMSprop}
-    model.compile(optimizer=kinds[optimizer](learning_rate=lr, **settings), loss=model.make_loss())
+    _compiled(model, optimizer, lr)
     record = TrainRecord()
-    data = EpisodeDataset(model, sampler, family, batch, 1, steps + 1)
-    model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=[_Recorder(record)])
+    _fit(model, sampler, family, batch, 1, steps + 1, record)
     return record
+
+
+def forced_steps(model: keras.Model, starts: Sequence[tuple[dict[str, np.ndarray], dict]],
+                 sampler: Any, family: str, lr: float, batch: int,
+                 optimizer: str = "sgd") -> TrainRecord:
+    """Teacher-forced steps: step ``k`` (1-based) starts from ``starts[k - 1]`` — canonical
+    weights and canonical optimiser state, typically the other framework's after ``k - 1``
+    steps — and trains on batch ``k`` with one ``fit`` step of the trainer's dataset.
+
+    Returns:
+        The canonical weights and optimiser state after each forced step.
+    """
+    from metalearn_tf.optimizers import set_state
+
+    opt = _compiled(model, optimizer, lr)
+    record = TrainRecord()
+    for step, (weights, state) in enumerate(starts, start=1):
+        set_canonical(model, weights)
+        set_state(opt, model, model._parity_fresh_state if state is None else state)
+        _fit(model, sampler, family, batch, step, step + 1, record)
+    return record
+
+
+def apply_update(model: keras.Model, weights: dict[str, np.ndarray], state: dict,
+                 grads: dict[str, np.ndarray], lr: float, optimizer: str) -> dict[str, np.ndarray]:
+    """One optimiser step from given canonical ``weights``, ``state`` and gradients ``grads``
+    (no forward pass): the update rule alone, with the trainer's optimiser object.
+
+    Returns:
+        The canonical weights after the step.
+    """
+    from metalearn_tf.optimizers import set_state
+
+    opt = _compiled(model, optimizer, lr)
+    set_canonical(model, weights)
+    set_state(opt, model, model._parity_fresh_state if state is None else state)
+    spec = [p for p in param_spec(model.config) if p.trainable]
+    native = to_framework(grads, spec, "keras")
+    trainable = {k: v for k, v in keras_variables(model).items() if v.trainable}
+    opt.apply_gradients([(tf.constant(native[k]), v) for k, v in trainable.items()])
+    return get_canonical(model)

@@ -294,7 +294,8 @@ def set_state(optimizer: torch.optim.Optimizer, model: nn.Module, state: Mapping
         st: dict[str, Any] = {"step": torch.tensor(float(step), dtype=torch.float32,
                                                    device=p.device if on_device else "cpu")}
         for slot in slots:
-            st[slot] = torch.from_numpy(np.ascontiguousarray(arrays[slot][name])).to(
-                device=p.device, dtype=p.dtype)
+            # A copy: the optimiser updates its slots in place, and the caller's arrays
+            # (a recorded state, another framework's) must not change with them.
+            st[slot] = torch.tensor(np.array(arrays[slot][name]), dtype=p.dtype, device=p.device)
         optimizer.state[p] = st
 
