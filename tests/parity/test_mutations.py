@@ -1,0 +1,227 @@
+"""Mutation tests: the parity checks still bite.
+
+Each mutation injects, into one framework only (``monkeypatch``, undone after the test), an
+error a port really makes, runs the smallest parity case that exercises it, and asserts that
+the run fails, that the new checks catch it — a failing figure in a teacher-forced
+``step``, an ``update`` from identical inputs, or a free-running ``train`` trajectory beyond
+``FLOOR_MULTIPLE`` x the measured noise floor — and exactly which groups of figures fail
+(the table's last column), so a check that stops catching its error is noticed. The
+control runs the same cases unmutated: they pass, so the mutations cause the failures.
+
+The mutations live where a port would make them: Keras' BatchNorm layer left at Keras'
+defaults (momentum 0.99 = torch's 0.01, epsilon 1e-3) or with Keras' biased running
+variance; the shared converter's Keras layouts (a conv kernel transposed H <-> W, the
+flatten-before-dense rows not permuted — each consistently both ways, so a round trip
+still looks right); torch's LRUA ranking breaking usage ties by the highest index; and
+``TorchAdam`` adding epsilon inside the square root.
+
+One error the new checks cannot see: the reversed LRUA tie rule only relabels memory slots
+(see its row); the slot-level checks catch it, and its row is a strict expected failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import pytest
+
+from metalearn_shared import parity, weights
+from metalearn_shared.parity_report import summarise
+
+pytestmark = pytest.mark.parity
+
+STEPS, FLOOR_RUNS = 3, 1
+#: The groups of figures the teacher-forced and free-running checks add.
+NEW = {"step", "update", "train"}
+
+
+# -- the mutations ----------------------------------------------------------------------------
+def _keras_bn_init(**forced: Any) -> Callable[[pytest.MonkeyPatch], None]:
+    """Keras' BatchNorm layers built with ``forced`` keyword arguments (a Keras default left
+    in place of the shared config's torch value)."""
+    def inject(mp: pytest.MonkeyPatch) -> None:
+        from metalearn_tf.models.backbones import UnbiasedBatchNormalization as BN
+
+        init = BN.__init__
+        mp.setattr(BN, "__init__", lambda self, *a, **kw: init(self, *a, **{**kw, **forced}))
+    return inject
+
+
+def _keras_bn_biased(mp: pytest.MonkeyPatch) -> None:
+    """Keras' running variance tracks the *biased* batch variance (plain
+    ``keras.layers.BatchNormalization``'s rule), the normalisation itself unchanged: after
+    the layer's own update, its batch term is scaled back by ``(n - 1) / n``."""
+    from keras import ops
+
+    from metalearn_tf.models.backbones import UnbiasedBatchNormalization as BN
+
+    call = BN.call
+
+    def biased(self: Any, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
+        if not (training and self.trainable):
+            return call(self, inputs, training=training, mask=mask)
+        old = ops.copy(self.moving_variance)  # (C,)
+        out = call(self, inputs, training=training, mask=mask)
+        n = ops.cast(ops.size(inputs) // ops.shape(inputs)[self.axis], "float32")
+        k = self.momentum
+        unbiased = (self.moving_variance - k * old) / (1.0 - k)  # the layer's batch term
+        self.moving_variance.assign(k * old + (1.0 - k) * unbiased * (n - 1.0) / n)
+        return out
+
+    mp.setattr(BN, "call", biased)
+
+
+def _keras_layout(layout: weights.Layout, to_keras: Callable, from_keras: Callable
+                  ) -> Callable[[pytest.MonkeyPatch], None]:
+    """The converter's Keras side of ``layout`` replaced by ``to_keras`` / ``from_keras``
+    (each given the original function, the spec and the array); other layouts unchanged."""
+    def inject(mp: pytest.MonkeyPatch) -> None:
+        for attr, mutated in (("_to_keras", to_keras), ("_from_keras", from_keras)):
+            original = getattr(weights, attr)
+            mp.setattr(weights, attr, lambda p, a, f=original, m=mutated:
+                       m(f, p, a) if p.layout is layout else f(p, a))
+    return inject
+
+
+def _as_dense(f: Callable, p: weights.ParamSpec, a: np.ndarray) -> np.ndarray:
+    """Flatten-before-dense converted as a plain dense layer: the rows keep torch's
+    ``(C, H, W)`` order where Keras flattens ``(H, W, C)``."""
+    return f(dataclasses.replace(p, layout=weights.Layout.DENSE, chw=None), a)
+
+
+def _torch_lrua_ties_high(mp: pytest.MonkeyPatch) -> None:
+    """torch's least-used ranking breaks usage ties by the *highest* slot index."""
+    import torch
+
+    from metalearn_torch.models import mann
+
+    def ranks(usage: Any) -> Any:
+        n = usage.shape[-1]
+        higher = torch.ones(n, n, dtype=torch.bool).triu(1)  # [i, j]: j > i
+        ui, uj = usage.unsqueeze(-1), usage.unsqueeze(-2)  # (B, N, 1), (B, 1, N)
+        return ((uj < ui) | ((uj == ui) & higher)).sum(-1)  # (B, N)
+
+    mp.setattr(mann, "least_used_ranks", ranks)
+
+
+def _keras_adam_eps_inside(mp: pytest.MonkeyPatch) -> None:
+    """``TorchAdam``'s denominator ``sqrt(v_hat + eps)`` instead of ``sqrt(v_hat) + eps``."""
+    from keras import ops
+
+    from metalearn_tf.optimizers import TorchAdam
+
+    mp.setattr(TorchAdam, "_denominator", lambda self, v, bc2_sqrt: ops.sqrt(
+        ops.add(ops.divide(v, ops.square(bc2_sqrt)), self.epsilon)))
+
+
+class Mutation(NamedTuple):
+    """One row of the table: what to inject, where it is run, which groups fail.
+
+    Attributes:
+        direction: the run's direction; the mutated framework is its destination.
+        caught_by: the groups with a failing figure (each failing by a wide margin).
+        either: groups whose worst figure lies near its bound (ratio ~1 on this CPU), so
+            they may fail or pass; named, not ignored.
+        missed: why the new checks cannot see this error, if they cannot (the test is then
+            a strict expected failure: it fails loudly the day they do).
+    """
+
+    name: str
+    inject: Callable[[pytest.MonkeyPatch], None]
+    model: str
+    optimizer: str
+    direction: str
+    caught_by: frozenset[str]
+    either: frozenset[str] = frozenset()
+    missed: str = ""
+
+
+class MissedByNewChecks(AssertionError):
+    """The run fails, but no teacher-forced, update or free-running figure does."""
+
+
+PROTONET, SIAMESE, MANN = "protonet", "siamese", "mann"
+TO_KERAS, TO_TORCH = "torch_to_keras", "keras_to_torch"
+#: The old checks (forward, grad, loss) fail too wherever the error changes the forward pass;
+#: BatchNorm's running statistics and the optimiser's rule only the new checks see. Worst
+#: ratios (error / allowed) measured on the development CPU are in the comments.
+MUTATIONS = [
+    # step 1.0e4, train 2.8e3; forward, grad, loss <= 0.11
+    Mutation("bn-momentum-0.01", _keras_bn_init(momentum=0.99), PROTONET, "sgd", TO_KERAS,
+             frozenset({"step", "train"})),
+    # forward 2.4e3, grad 3.9e3, loss 5.8e2, step 4.9e2, train 7.1e2
+    Mutation("bn-epsilon-1e-3", _keras_bn_init(epsilon=1e-3), PROTONET, "sgd", TO_KERAS,
+             frozenset({"forward", "grad", "loss", "step", "train"})),
+    # step 27, train 5.4; forward, grad, loss <= 0.11
+    Mutation("bn-biased-running-var", _keras_bn_biased, PROTONET, "sgd", TO_KERAS,
+             frozenset({"step", "train"})),
+    # forward 9.7e4, grad 1.3e4, loss 4.0e4, step 7.6e2, train 1.3e3
+    Mutation("conv-kernel-hw-transposed",
+             _keras_layout(weights.Layout.CONV2D,
+                           lambda f, p, a: f(p, a).swapaxes(0, 1),  # (kw, kh, I, O)
+                           lambda f, p, a: f(p, a.swapaxes(0, 1))),
+             PROTONET, "sgd", TO_KERAS, frozenset({"forward", "grad", "loss", "step", "train"})),
+    # forward 1.1e4, grad 56, loss 1.4e3, step 12; train 1.1 (near its bound)
+    Mutation("flatten-order-not-permuted",
+             _keras_layout(weights.Layout.FLATTEN_DENSE, _as_dense, _as_dense),
+             SIAMESE, "sgd", TO_KERAS, frozenset({"forward", "grad", "loss", "step"}),
+             either=frozenset({"train"})),
+    # lrua inf, spec 8.4e4; forward 0.012, step 1.7e-4, train 5.7e-4
+    Mutation("lrua-ties-highest-index", _torch_lrua_ties_high, MANN, "sgd", TO_TORCH,
+             frozenset({"lrua", "spec"}),
+             missed="the slots a tie leaves to the rule hold identical memory, usage and read "
+                    "weights, and every later operation treats slots alike (softmax over "
+                    "cosine similarities, sums): the reversed rule permutes the slots and "
+                    "changes no output, loss or gradient. Only the slot-level figures (lrua; "
+                    "spec: read/write weights, usage) see it."),
+    # update 67; step 6e-3, train 0.08 (Adam's forced steps of trainables are left to
+    # ``update``, and its free-running floor is wide: see metalearn_shared.parity)
+    Mutation("adam-eps-inside-sqrt", _keras_adam_eps_inside, PROTONET, "adam-torch", TO_KERAS,
+             frozenset({"update"})),
+]
+
+
+def _case(model: str, optimizer: str) -> parity.Case:
+    (case,) = parity.cases(model, tiny=True, optimizers=(optimizer,))
+    return case
+
+
+def _failing(case: parity.Case, direction: str, workdir: Any) -> tuple[set[str], dict[str, float]]:
+    """The groups with a failing figure, and the worst ratio (error / allowed) per group."""
+    record = summarise(parity.run_case(case, direction, workdir, steps=STEPS,
+                                       floor_runs=FLOOR_RUNS))
+    worst: dict[str, float] = {}
+    for f in record["figures"]:
+        worst[f["group"]] = max(worst.get(f["group"], 0.0), f["ratio"])
+    failing = {f["group"] for f in record["figures"] if not f["passed"]}
+    assert record["passed"] == (not failing)
+    return failing, worst
+
+
+def _param(m: Mutation) -> Any:
+    marks = [pytest.mark.xfail(raises=MissedByNewChecks, strict=True, reason=m.missed)] if m.missed else []
+    return pytest.param(m, id=m.name, marks=marks)
+
+
+@pytest.mark.parametrize("mutation", [_param(m) for m in MUTATIONS])
+def test_mutation_is_caught(mutation: Mutation, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    mutation.inject(monkeypatch)
+    failing, worst = _failing(_case(mutation.model, mutation.optimizer), mutation.direction,
+                              tmp_path)
+    ratios = ", ".join(f"{g} {r:.3g}" for g, r in sorted(worst.items()))
+    assert failing, f"{mutation.name} not caught; worst ratio per group: {ratios}"
+    assert failing - mutation.either == mutation.caught_by, (
+        f"{mutation.name}: failing groups {sorted(failing)}, expected "
+        f"{sorted(mutation.caught_by)} (+ maybe {sorted(mutation.either)}); {ratios}")
+    if not failing & NEW:
+        raise MissedByNewChecks(f"{mutation.name} caught only by {sorted(failing)}: {ratios}")
+
+
+@pytest.mark.parametrize(("model", "optimizer", "direction"), sorted(
+    {(m.model, m.optimizer, m.direction) for m in MUTATIONS}))
+def test_unmutated_cases_pass(model: str, optimizer: str, direction: str, tmp_path) -> None:
+    failing, worst = _failing(_case(model, optimizer), direction, tmp_path)
+    assert not failing, f"worst ratio per group: {worst}"
