@@ -1,11 +1,16 @@
-"""The docs cannot rot: every ``file:symbol`` they cite exists, both quickstarts run, and the
-"what if you forget" figures of ``docs/framework-differences.md`` still show what it says."""
+"""The docs cannot rot: every ``file:symbol`` they cite exists, both quickstarts run, every
+lesson snippet of ``docs/framework-differences.md`` is a file under ``docs/lessons/`` that runs
+and prints the figures its ``# expect:`` lines state, and the "what if you forget" figures of
+``docs/demo_differences.py`` still show what the guide says."""
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
+import io
 import re
+import runpy
 from pathlib import Path
 
 import pytest
@@ -37,7 +42,7 @@ def _defined_names(tree: ast.AST, prefix: str = "") -> set[str]:
 def _references() -> list[tuple[str, str, str]]:
     refs = []
     for doc in DOCS:
-        text = doc.read_text()
+        text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)  # code is run, not cited
         refs += [(doc.name, path, symbol) for path, symbol in SYMBOL_REF.findall(text)]
         refs += [(doc.name, path, "") for path in FILE_REF.findall(text)]
         refs += [(doc.name, str((doc.parent / link).resolve().relative_to(ROOT)), "")
@@ -154,3 +159,54 @@ def test_demo_losses_randomness_checkpoints(demos):
     ckpt = demos.demo_checkpoints(tiny=True)
     assert "pickle" in ckpt["pickle_refused"] and ckpt["torch_keras_torch_bit_identical"]
     assert "config.json" in ckpt["keras_zip_members"]
+
+
+# -- the lessons: docs/lessons/<lesson>_{torch,keras}.py, shown verbatim in the guide ----------
+GUIDE = ROOT / "docs" / "framework-differences.md"
+LESSONS = sorted((ROOT / "docs" / "lessons").glob("*.py"))
+#: `# expect: name in [lo, hi]`, optionally followed by a note such as "(depends on the CPU)".
+EXPECT = re.compile(r"^# expect: (\w+) in \[([^,\]]+), ([^\]]+)\]", flags=re.M)
+#: A figure the snippet prints: `name = value`.
+FIGURE = re.compile(r"^(\w+) = (\S+)$", flags=re.M)
+
+
+def test_lessons_come_in_pairs():
+    names = {p.stem for p in LESSONS}
+    assert len(names) >= 30
+    for name in names:
+        lesson, framework = name.rsplit("_", 1)
+        other = {"torch": "keras", "keras": "torch"}[framework]
+        assert f"{lesson}_{other}" in names, f"{name}.py has no {other} counterpart"
+
+
+def test_guide_shows_every_lesson_verbatim():
+    """A block of the guide that is not byte-identical to its file would teach code nobody runs."""
+    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S)
+    files = {p.name: p.read_text() for p in LESSONS}
+    missing = [name for name, text in files.items() if text not in blocks]
+    assert not missing, f"the guide does not show these lessons verbatim: {missing}"
+    strays = [b.splitlines()[0] for b in blocks if b not in files.values()]
+    assert not strays, f"python blocks in the guide that are no lesson file: {strays}"
+
+
+@pytest.fixture
+def torch_threads():
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_lesson_prints_its_figures(path, torch_threads):
+    pytest.importorskip("keras" if path.stem.endswith("_keras") else "torch")
+    expected = {name: (float(lo), float(hi)) for name, lo, hi in EXPECT.findall(path.read_text())}
+    assert expected, f"{path.name} states no figure"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        runpy.run_path(str(path), run_name="__main__")
+    printed = {name: float(value) for name, value in FIGURE.findall(out.getvalue())}
+    assert printed.keys() == expected.keys(), (printed, expected)
+    for name, value in printed.items():
+        lo, hi = expected[name]
+        assert lo <= value <= hi, f"{path.name}: {name} = {value}, expected in [{lo}, {hi}]"
