@@ -248,28 +248,36 @@ def demo_batchnorm(tiny: bool) -> Figures:
 # -- optimisers ----------------------------------------------------------------------------
 def demo_optimizers(tiny: bool) -> Figures:
     """The LSTM baseline trained ``steps`` steps from the same weights in both frameworks:
-    max abs weight difference for each optimiser setting (and how far training moved)."""
+    max abs weight difference for each optimiser setting (and how far training moved).
+
+    Names and hyper-parameters are the optimiser table's
+    (:data:`metalearn_shared.optimizers.OPTIMIZERS`): ``adam``/``rmsprop`` are each
+    framework's own class (two rules), ``adam-torch``/``rmsprop-torch`` PyTorch's rule and
+    ``adam-keras``/``rmsprop-keras`` Keras' rule in both frameworks.
+    """
     import metalearn_tf.parity as kp
     import metalearn_torch.checkpoint as tckpt
     import metalearn_torch.parity as tp
-    from metalearn_tf.train import OPTIMIZER_SETTINGS as KERAS_PINNED
-    from metalearn_torch.train import OPTIMIZER_SETTINGS as TORCH_PINNED
 
     config = _lstm_config(tiny)
     steps = 3 if tiny else 20
     sampler, _, _ = _sequences(config)
     settings = {
         "sgd (reference: fp32 rounding only)": ("sgd", 1e-1, {}, {}),
-        "adam, each framework's defaults (eps 1e-8 | 1e-7)": ("adam", 1e-3, {}, {}),
-        "adam, metalearn's pinned eps 1e-7 in both": ("adam", 1e-3, TORCH_PINNED["adam"],
-                                                      KERAS_PINNED["adam"]),
-        "adam, eps 1e-12 in both": ("adam", 1e-3, {"eps": 1e-12}, {"epsilon": 1e-12}),
-        "rmsprop, each framework's defaults (alpha 0.99 | rho 0.9)": ("rmsprop", 1e-3, {}, {}),
-        "rmsprop, metalearn's pinned rho 0.9, eps 1e-7 in both": (
-            "rmsprop", 1e-3, TORCH_PINNED["rmsprop"], KERAS_PINNED["rmsprop"]),
+        "adam, each framework's defaults (eps 1e-8 | 1e-7)": ("adam", 1e-3, {"eps": 1e-8},
+                                                              {"eps": 1e-7}),
+        "adam, metalearn's pinned eps 1e-7 in both": ("adam", 1e-3, {}, {}),
+        "adam, eps 1e-12 in both": ("adam", 1e-3, {"eps": 1e-12}, {"eps": 1e-12}),
+        "adam-torch (PyTorch's rule in both)": ("adam-torch", 1e-3, {}, {}),
+        "adam-keras (Keras' rule in both)": ("adam-keras", 1e-3, {}, {}),
+        "rmsprop, each framework's defaults (alpha 0.99 | rho 0.9)": (
+            "rmsprop", 1e-3, {"rho": 0.99, "eps": 1e-8}, {"rho": 0.9, "eps": 1e-7}),
+        "rmsprop, metalearn's pinned rho 0.9, eps 1e-7 in both": ("rmsprop", 1e-3, {}, {}),
         # Keras adds epsilon inside the square root: its 1e-20 is torch's 1e-10 outside.
         "rmsprop, rho 0.9, eps 1e-10 (torch) | 1e-20 (keras, inside the sqrt)": (
-            "rmsprop", 1e-3, {"alpha": 0.9, "eps": 1e-10}, {"rho": 0.9, "epsilon": 1e-20}),
+            "rmsprop", 1e-3, {"rho": 0.9, "eps": 1e-10}, {"rho": 0.9, "eps": 1e-20}),
+        "rmsprop-torch (PyTorch's rule in both)": ("rmsprop-torch", 1e-3, {}, {}),
+        "rmsprop-keras (Keras' rule in both)": ("rmsprop-keras", 1e-3, {}, {}),
     }
     out: Figures = {"steps": steps}
     for label, (name, lr, t_set, k_set) in settings.items():

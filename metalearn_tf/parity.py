@@ -147,15 +147,18 @@ class _Recorder(keras.callbacks.Callback):
         self.record.states.append(get_state(self.model.optimizer, self.model))
 
 
-def _compiled(model: keras.Model, optimizer: str, lr: float) -> keras.optimizers.Optimizer:
-    """``compile`` the model with the trainer's optimiser object (once per optimiser and
-    rate: a second ``fit`` reuses the traced step) and reset the optimiser's state."""
+def _compiled(model: keras.Model, optimizer: str, lr: float, **overrides: Any
+              ) -> keras.optimizers.Optimizer:
+    """``compile`` the model with the trainer's optimiser object (once per optimiser, rate
+    and overrides: a second ``fit`` reuses the traced step) and reset the optimiser's state."""
     from metalearn_tf.optimizers import make_optimizer, set_state
 
-    if getattr(model, "_parity_optimizer", None) != (optimizer, lr):
-        model.compile(optimizer=make_optimizer(optimizer, lr=lr), loss=model.make_loss())
+    key = (optimizer, lr, tuple(sorted(overrides.items())))
+    if getattr(model, "_parity_optimizer", None) != key:
+        model.compile(optimizer=make_optimizer(optimizer, lr=lr, **overrides),
+                      loss=model.make_loss())
         model.optimizer.build(model.trainable_variables)
-        model._parity_optimizer = (optimizer, lr)
+        model._parity_optimizer = key
         model._parity_fresh_state = _state(model)
     set_state(model.optimizer, model, model._parity_fresh_state)
     return model.optimizer
@@ -174,7 +177,7 @@ def _fit(model: keras.Model, sampler: Any, family: str, batch: int, start: int, 
 
 
 def train_steps(model: keras.Model, sampler: Any, family: str, steps: int, lr: float,
-                batch: int, optimizer: str = "sgd") -> TrainRecord:
+                batch: int, optimizer: str = "sgd", **overrides: Any) -> TrainRecord:
     """Train freely on batches ``1 .. steps`` of ``sampler`` by ``compile`` + ``fit``.
 
     Step ``s`` trains on ``training.step_batch(sampler, family, s, batch)`` through the
@@ -185,12 +188,14 @@ def train_steps(model: keras.Model, sampler: Any, family: str, steps: int, lr: f
     Args:
         optimizer: a name of :data:`metalearn_shared.optimizers.OPTIMIZERS`, built by the
             trainer's ``make_optimizer``.
+        overrides: hyper-parameters by the table's names (``eps``, ``rho``, ...); none =
+            the table's settings for ``optimizer``.
 
     Returns:
         The canonical weights (variables and BatchNorm statistics) and the canonical
         optimiser state after every step, and the seconds each step took.
     """
-    _compiled(model, optimizer, lr)
+    _compiled(model, optimizer, lr, **overrides)
     record = TrainRecord()
     _fit(model, sampler, family, batch, 1, steps + 1, record)
     return record

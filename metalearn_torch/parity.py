@@ -108,12 +108,14 @@ def loss_and_grads(model: nn.Module, inputs: Sequence[np.ndarray], target: np.nd
     return out.detach().numpy(), float(loss.detach()), to_canonical(grads, spec, "torch")
 
 
-def _optimizer(model: nn.Module, optimizer: str, lr: float) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, optimizer: str, lr: float, **overrides: Any
+               ) -> torch.optim.Optimizer:
     """The trainer's own optimiser object for ``optimizer`` at rate ``lr`` (fused kernels
-    included), so parity compares what ``metalearn train`` runs."""
+    included), so parity compares what ``metalearn train`` runs; ``overrides`` are the
+    table's hyper-parameter names (``eps``, ``rho``, ...)."""
     from metalearn_torch.optimizers import make_optimizer
 
-    return make_optimizer(optimizer, model.parameters(), lr=lr)
+    return make_optimizer(optimizer, model.parameters(), lr=lr, **overrides)
 
 
 def _set_state(opt: torch.optim.Optimizer, model: nn.Module, state: dict | None) -> None:
@@ -137,7 +139,7 @@ def _one_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: nn.Module, 
 
 
 def train_steps(model: nn.Module, sampler: Any, family: str, steps: int, lr: float,
-                batch: int, optimizer: str = "sgd") -> TrainRecord:
+                batch: int, optimizer: str = "sgd", **overrides: Any) -> TrainRecord:
     """Train freely on batches ``1 .. steps`` of ``sampler`` with a plain loop.
 
     Step ``s`` trains on ``training.step_batch(sampler, family, s, batch)`` — the batch
@@ -146,6 +148,8 @@ def train_steps(model: nn.Module, sampler: Any, family: str, steps: int, lr: flo
     Args:
         optimizer: a name of :data:`metalearn_shared.optimizers.OPTIMIZERS`, built by the
             trainer's ``make_optimizer`` (fused kernels included).
+        overrides: hyper-parameters by the table's names (``eps``, ``rho``, ...); none =
+            the table's settings for ``optimizer``.
 
     Returns:
         The canonical weights (parameters and BatchNorm statistics) and the canonical
@@ -154,7 +158,7 @@ def train_steps(model: nn.Module, sampler: Any, family: str, steps: int, lr: flo
     from metalearn_torch.optimizers import get_state
 
     model.train()
-    opt = _optimizer(model, optimizer, lr)
+    opt = _optimizer(model, optimizer, lr, **overrides)
     loss_fn = model.make_loss()
     record = TrainRecord()
     for step in range(1, steps + 1):

@@ -132,6 +132,12 @@ def test_demo_optimizers(demos):
     rms = {k: v["max_abs"] for k, v in fig.items() if k.startswith("rmsprop")}
     pinned = rms["rmsprop, metalearn's pinned rho 0.9, eps 1e-7 in both"]
     assert pinned > 10 * rms["rmsprop, rho 0.9, eps 1e-10 (torch) | 1e-20 (keras, inside the sqrt)"]
+    # The matched classes: one rule in both frameworks; what is left is fp32 noise that the
+    # adaptive step amplifies (most with torch's eps 1e-8), 100x below two rules.
+    native = {"adam": adam["adam, metalearn's pinned eps 1e-7 in both"], "rmsprop": pinned}
+    for matched in ("adam-torch", "adam-keras", "rmsprop-torch", "rmsprop-keras"):
+        label = next(k for k in fig if k.startswith(matched + " "))
+        assert fig[label]["max_abs"] < native[matched.split("-")[0]] / 100, (label, fig[label])
 
 
 def test_demo_tie_breaking(demos):
