@@ -87,3 +87,31 @@ def test_a_tighter_table_fails(tmp_path, monkeypatch):
     assert report["tolerances"]["forward"]["atol"] == 1e-12
     assert any(f["kind"] == "forward" and not f["passed"]
                for r in report["results"] for f in r["figures"])
+
+
+def test_optimizers_threads_and_settings_are_recorded(tmp_path, capsys):
+    """``--optimizers`` adds the matched-rule runs, ``--threads`` pins both frameworks, and
+    the report records the kernel-selecting settings the run used."""
+    pytest.importorskip("keras")
+    pytest.importorskip("torch")
+    assert main(["parity", "--tiny", "--model", "lstm", "--optimizers", "sgd", "rmsprop-keras",
+                 "--threads", "1", "--steps", "2", "--seed", "3", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "lstm-tiny+rmsprop-keras" in out and "headroom" in out and "floor" in out
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["optimizers"] == ["sgd", "rmsprop-keras"] and report["seed"] == 3
+    assert {r["optimizer"] for r in report["results"]} == {"sgd", "rmsprop-keras"}
+    for r in report["results"]:
+        assert len(r["divergence"]) == len(r["floor"]) == 2 and r["headroom"] > 1
+        assert 0 <= r["forced_ratio"] <= 0.5
+    settings = report["settings"]
+    assert settings["torch"]["intra_op"] == 1
+    assert "cpu_capability" in settings["torch"] and "intra_op" in settings["keras"]
+
+
+def test_unknown_optimizer_and_zero_steps_are_clear_errors(capsys):
+    assert main(["parity", "--tiny", "--optimizers", "adamw"]) == 2
+    err = capsys.readouterr().err
+    assert "adamw" in err and "adam-torch" in err
+    assert main(["parity", "--tiny", "--steps", "0"]) == 2
+    assert "--steps" in capsys.readouterr().err
