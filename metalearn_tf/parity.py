@@ -112,20 +112,36 @@ def trace(model: keras.Model, inputs: Sequence[np.ndarray]) -> MANNTrace:
 
 def loss_and_grads(model: keras.Model, inputs: Sequence[np.ndarray], target: np.ndarray
                    ) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
-    """One training-mode forward and backward pass (``tf.GradientTape``), no optimiser step.
+    """One training-mode forward and backward pass (``tf.GradientTape`` in a ``tf.function``,
+    as ``fit``'s step runs), no optimiser step.
 
     Returns:
         ``(output, loss, grads)``: the model output, the mean loss (``make_loss()``), and
         the gradient of every trainable variable by canonical name, canonical layout.
     """
-    trainable = {k: v for k, v in keras_variables(model).items() if v.trainable}
-    with tf.GradientTape() as tape:
-        out = model(tuple(inputs), training=True)
-        loss = model.make_loss()(target, out)
-    grads = tape.gradient(loss, list(trainable.values()))
-    arrays = {k: g.numpy() for k, g in zip(trainable, grads, strict=True)}
+    names, step = _grad_step(model)
+    out, loss, grads = step(tuple(tf.constant(x) for x in inputs), tf.constant(target))
+    arrays = {k: g.numpy() for k, g in zip(names, grads, strict=True)}
     spec = [p for p in param_spec(model.config) if p.trainable]
     return out.numpy(), float(loss), to_canonical(arrays, spec, "keras")
+
+
+def _grad_step(model: keras.Model) -> tuple[list[str], Any]:
+    """The model's traced forward + backward pass, made once per model (a 50-step recurrent
+    model takes seconds per eager pass, a few ms traced)."""
+    if getattr(model, "_parity_grad_step", None) is None:
+        trainable = {k: v for k, v in keras_variables(model).items() if v.trainable}
+        loss_fn = model.make_loss()
+
+        @tf.function(reduce_retracing=True)
+        def step(inputs: tuple[Any, ...], target: Any) -> tuple[Any, Any, list[Any]]:
+            with tf.GradientTape() as tape:
+                out = model(inputs, training=True)
+                loss = loss_fn(target, out)
+            return out, loss, tape.gradient(loss, list(trainable.values()))
+
+        model._parity_grad_step = (list(trainable), step)
+    return model._parity_grad_step
 
 
 class _Recorder(keras.callbacks.Callback):
@@ -206,19 +222,27 @@ def forced_steps(model: keras.Model, starts: Sequence[tuple[dict[str, np.ndarray
                  optimizer: str = "sgd") -> TrainRecord:
     """Teacher-forced steps: step ``k`` (1-based) starts from ``starts[k - 1]`` — canonical
     weights and canonical optimiser state, typically the other framework's after ``k - 1``
-    steps — and trains on batch ``k`` with one ``fit`` step of the trainer's dataset.
+    steps — and trains on batch ``k`` (the trainer's dataset item) with the compiled model's
+    own train step (``train_on_batch`` runs the ``train_function`` that ``fit`` runs, without
+    ``fit``'s per-call set-up; the free-running :func:`train_steps` covers ``fit`` itself).
 
     Returns:
         The canonical weights and optimiser state after each forced step.
     """
-    from metalearn_tf.optimizers import set_state
+    from metalearn_tf.optimizers import get_state, set_state
 
     opt = _compiled(model, optimizer, lr)
+    data = EpisodeDataset(model, sampler, family, batch, 0, len(starts) + 1)
     record = TrainRecord()
     for step, (weights, state) in enumerate(starts, start=1):
         set_canonical(model, weights)
         set_state(opt, model, model._parity_fresh_state if state is None else state)
-        _fit(model, sampler, family, batch, step, step + 1, record)
+        x, y = data[step]
+        t0 = time.perf_counter()
+        model.train_on_batch(x, y)
+        record.seconds.append(time.perf_counter() - t0)
+        record.weights.append(get_canonical(model))
+        record.states.append(get_state(opt, model))
     return record
 
 
