@@ -173,7 +173,9 @@ def download(
         name: ``"background"``, ``"evaluation"``, ``"small1"``, ``"small2"`` or a file name
             such as ``"images_background.zip"``.
         cache_dir: metalearn cache root (default ``$METALEARN_HOME`` or ``~/.cache/metalearn``).
-        url: where to fetch from (default ``BASE_URL + filename``); ``file://`` works.
+        url: where to fetch from. A URL ending in ``.zip`` is the file itself; any other
+            is a base the official file name is appended to (a mirror folder:
+            ``"file:///mnt/mirror/"``, ``"https://host/omniglot"``). Default ``BASE_URL``.
         force: download even when a verified copy exists.
         timeout_s: socket timeout in seconds.
         progress: called as ``progress(bytes_so_far, total_bytes_or_None)``.
@@ -191,7 +193,7 @@ def download(
         if _cache.md5_file(dest) == entry.md5:
             return dest
         warnings.warn(f"{dest}: md5 mismatch; downloading it again.", stacklevel=2)
-    source = url or entry.url
+    source = mirror_url(url, entry.filename) if url else entry.url
     try:
         response = urllib.request.urlopen(source, timeout=timeout_s)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
@@ -219,6 +221,13 @@ def download(
                 "by hand and check it with `metalearn data verify`."
             )
     return dest
+
+
+def mirror_url(url: str, filename: str) -> str:
+    """``url`` itself when it names a ``.zip``, else ``url`` as a folder + ``filename``."""
+    if url.lower().endswith(".zip"):
+        return url
+    return url.rstrip("/") + "/" + filename
 
 
 def _read_blocks(response: IO[bytes], source: str, block_bytes: int = 1 << 16) -> Iterator[bytes]:
