@@ -73,13 +73,24 @@ def _with_version(meta: dict[str, Any]) -> dict[str, Any]:
 
 def save_keras(model: keras.Model, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """``model.save`` to a ``.keras`` file, atomically, with ``metadata`` as an extra
-    zip member (``metalearn.json``) that Keras ignores and ``metalearn convert`` reads."""
+    zip member (``metalearn.json``) that Keras ignores and ``metalearn convert`` reads.
+
+    A compiled model is saved as its uncompiled architecture and weights."""
     import json
     import zipfile
 
     from metalearn_shared.convert import KERAS_META
     from metalearn_shared.data.cache import atomic_path
 
+    if model.compiled:
+        # Saved without its training set-up: the compile config holds trainer-local metric
+        # closures that no loader can rebuild, and the optimiser state lives in the run's
+        # train_state.safetensors. The file then loads with a plain keras.models.load_model.
+        from metalearn_tf.models import build_model
+
+        fresh = build_model(model.config)
+        set_canonical(fresh, get_canonical(model))
+        model = fresh
     with atomic_path(path) as tmp:
         model.save(tmp)
         if metadata:
