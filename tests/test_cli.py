@@ -14,7 +14,6 @@ from PIL import Image
 
 from metalearn_shared.cli import main
 
-
 SUBCOMMANDS = {"demo", "data", "train", "eval", "predict", "parity", "convert", "bench"}
 
 
