@@ -55,11 +55,11 @@ def save_checkpoint(model: keras.Model, path: str | Path, **metadata: Any) -> Pa
 
 def load_checkpoint(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
     """Build the model a canonical checkpoint describes and load its weights."""
-    from metalearn_shared.config import config_from_dict
+    from metalearn_shared.weights import checkpoint_config
     from metalearn_tf.models import build_model
 
     arrays, meta = load_canonical(path)
-    model = build_model(config_from_dict(meta["config"]))
+    model = build_model(checkpoint_config(meta, path))
     set_canonical(model, arrays)
     return model, meta
 

@@ -342,7 +342,7 @@ def _assemble(
 def _zip_members(path: Path) -> tuple[zipfile.ZipFile, list[str]]:
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as err:
         raise DataError(
             f"{path}: not a readable zip archive ({err}); it is probably truncated or "
             "corrupt. Delete it and download it again (`metalearn data download`)."
@@ -358,7 +358,10 @@ def _read_zip(path: Path, name: str) -> ImageDataset:
         def read(member: str) -> bytes:
             try:
                 return archive.read(member)
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+            # NotImplementedError: a damaged header asks for an unknown method or version;
+            # RuntimeError: its encryption flag is set.
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+                    RuntimeError) as err:
                 raise DataError(
                     f"{path}:{member}: cannot extract this member ({err}); the archive is "
                     "corrupt. Delete it and download it again (`metalearn data download`)."
