@@ -25,7 +25,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from metalearn_shared.data import DataError, load_omniglot, read_runs  # noqa: E402
 from metalearn_shared.data.preprocess import decode_png  # noqa: E402
-from metalearn_shared.weights import load_canonical, save_canonical  # noqa: E402
+from metalearn_shared.weights import save_canonical  # noqa: E402
 
 DOCUMENTED = (ValueError, FileNotFoundError)  # DataError, ChecksumError, WeightMismatchError are ValueErrors
 FUZZ = settings(max_examples=30, deadline=None,
