@@ -175,12 +175,12 @@ def setup_from_args(args: Any, framework: str) -> TrainSetup:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_REGISTRY)}.")
     family = MODEL_REGISTRY[name].family
     size = args.size or (20 if family == "sequence" else 28)
-    backbone = BackboneConfig(name=args.backbone, image_size=size)
     config: ModelConfig
-    if name == "siamese":
-        config = SiameseConfig(backbone=backbone, head=args.head)
+    if name == "siamese":  # (sequence models have no backbone, so no size limit of one)
+        config = SiameseConfig(backbone=BackboneConfig(name=args.backbone, image_size=size),
+                               head=args.head)
     elif name == "protonet":
-        config = ProtoNetConfig(backbone=backbone)
+        config = ProtoNetConfig(backbone=BackboneConfig(name=args.backbone, image_size=size))
     elif name == "mann":
         config = MANNConfig(image_size=size, num_classes=args.ways)
     else:
