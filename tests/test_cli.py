@@ -41,7 +41,7 @@ def test_help_lists_subcommands(capsys):
     (["data"], ["(default: glyphs)", "(default: 28)", "(default: episode.png)"]),
     (["demo"], ["(default: 800)", "(default: 600)", "(default: runs/demo)"]),
     (["predict"], ["(default: 3)", "(default: predictions)", "(default: torch)"]),
-    (["parity"], ["(default: 10)", "(default: parity-report)"]),
+    (["parity"], ["(default: all)", "(default 10)"]),
 ])
 def test_subcommand_help_shows_defaults(argv, defaults, capsys):
     text = " ".join(_help(argv, capsys).split())  # undo argparse's line wrapping

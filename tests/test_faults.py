@@ -54,19 +54,14 @@ def _with_fault(monkeypatch, at_step: int, fault) -> None:
 
 @pytest.fixture(scope="module")
 def full_runs(tmp_path_factory):
-    """Uninterrupted 8-step runs, per framework, made once: CLI (log_every 1) and API
-    (log_every 3, so that the checkpoint of step 4 falls inside a log window)."""
-    made: dict[tuple[str, str], Path] = {}
+    """Uninterrupted 8-step API runs (log rows every 3 steps), per framework, made once."""
+    made: dict[str, Path] = {}
 
-    def get(fw: str, kind: str) -> Path:
-        if (fw, kind) not in made:
-            out = tmp_path_factory.mktemp(f"full-{fw}-{kind}")
-            if kind == "cli":
-                assert _train(fw, out, 8) == 0
-            else:
-                _api_train(fw, out)
-            made[fw, kind] = out
-        return made[fw, kind]
+    def get(fw: str) -> Path:
+        if fw not in made:
+            made[fw] = tmp_path_factory.mktemp(f"full-{fw}")
+            _api_train(fw, made[fw])
+        return made[fw]
 
     return get
 
@@ -89,27 +84,31 @@ def _api_train(fw: str, out: Path, resume: bool = False) -> dict:
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_ctrl_c_saves_the_current_step_and_resume_is_exact(fw, tmp_path, monkeypatch, capsys,
-                                                           full_runs):
-    """SIGINT: a checkpoint at the step reached, a clean exit (status 130, a one-line
-    message), and --resume gives the weights and log.csv rows of an uninterrupted run."""
+def test_ctrl_c_from_the_command_line_is_a_clean_exit(fw, tmp_path, monkeypatch, capsys):
+    """SIGINT under ``metalearn train``: a checkpoint (weights and optimiser state) at the
+    step reached, exit status 130 and a one-line message saying how to continue. That the
+    continuation is exact is the next test's."""
     _needs(fw)
     _with_fault(monkeypatch, 4, lambda: os.kill(os.getpid(), signal.SIGINT))
     assert _train(fw, tmp_path, 8) == 130
-    assert "interrupted at step" in capsys.readouterr().err
-    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
     step = load_canonical(tmp_path / "checkpoint.safetensors")[1]["step"]
     assert 4 <= step < 8  # the stop lands after the step being drawn (torch 5, Keras 4)
-    assert _train(fw, tmp_path, 8, "--resume") == 0
-    _assert_same_run(full_runs(fw, "cli"), tmp_path)
+    assert load_canonical(tmp_path / "train_state.safetensors")[1]["step"] == step
 
 
 class _Killed(BaseException):
     """Stands for kill -9: no handler runs, nothing is saved."""
 
 
-@pytest.mark.parametrize("fw", FRAMEWORKS)
-@pytest.mark.parametrize("fault", ["sigint", "kill"])
+@pytest.mark.parametrize("fw,fault", [
+    pytest.param("torch", "sigint", marks=pytest.mark.torch),
+    pytest.param("tf", "sigint", marks=pytest.mark.tf),
+    # kill: the rows past the checkpoint are dropped and rewritten; the mechanism is shared,
+    # Keras is the framework whose first row after a resume used to differ.
+    pytest.param("tf", "kill", marks=pytest.mark.tf),
+])
 def test_resume_inside_a_log_window_rewrites_the_uninterrupted_rows(fw, fault, tmp_path,
                                                                    monkeypatch, full_runs):
     """Log rows at steps 3, 6, 8; checkpoints at 4 and 8. Ctrl-C at step 5 (Keras: 4), or a
@@ -131,7 +130,7 @@ def test_resume_inside_a_log_window_rewrites_the_uninterrupted_rows(fw, fault, t
     monkeypatch.undo()
     assert load_canonical(tmp_path / "checkpoint.safetensors")[1]["step"] in (4, 5)
     assert not _api_train(fw, tmp_path, resume=True)["interrupted"]
-    _assert_same_run(full_runs(fw, "api"), tmp_path)
+    _assert_same_run(full_runs(fw), tmp_path)
 
 
 def _assert_same_run(full: Path, split: Path) -> None:
@@ -169,9 +168,10 @@ save_canonical({str(path)!r}, {{"w": np.ones(1 << 20, np.float32)}}, {{"step": 2
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [path.name]
 
 
-@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("fw", [pytest.param("torch", marks=pytest.mark.torch)])
 def test_disk_full_while_saving_is_a_clear_error_and_keeps_the_checkpoint(fw, tmp_path,
                                                                           monkeypatch, capsys):
+    """Every checkpoint write goes through the shared atomic_path (torch stands for both)."""
     _needs(fw)
     import metalearn_shared.data.cache as cache
 

@@ -12,7 +12,7 @@ SHARED_MODULES = [
     "metalearn_shared", "metalearn_shared.cli", "metalearn_shared.config",
     "metalearn_shared.episodes", "metalearn_shared.losses", "metalearn_shared.metrics",
     "metalearn_shared.weights", "metalearn_shared.data", "metalearn_shared.models",
-    "metalearn_shared.parity", "metalearn_shared.tolerances",
+    "metalearn_shared.parity", "metalearn_shared.tolerances", "metalearn_shared.predict",
 ]
 
 

@@ -104,14 +104,6 @@ def test_output_into_a_file_is_one_line_per_log_interval(fw, tmp_path):
         assert noise not in res.stderr, res.stderr
 
 
-def test_tensorflow_notices_come_back_on_request():
-    pytest.importorskip("keras")
-    res = subprocess.run([sys.executable, "-c", "import metalearn_tf"], capture_output=True,
-                         text=True, env=_env(TF_CPP_MIN_LOG_LEVEL="0"))
-    assert res.returncode == 0
-    assert "metalearn_tf" not in res.stderr  # and no error of ours; TF's notices are TF's
-
-
 CONFIGS = {
     "protonet": "ProtoNetConfig()",
     "siamese": "SiameseConfig(head='koch')",
