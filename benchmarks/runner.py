@@ -38,8 +38,9 @@ SECTIONS = ("gemm", "sampling", "steps", "seed")
 FRAMEWORKS = ("torch", "tf")
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+def _parse(argv: Sequence[str] | None, prog: str = "python -m benchmarks") -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny sizes and repeats (seconds)")
     p.add_argument("--only", default=",".join(SECTIONS),
                    help=f"comma-separated sections out of {','.join(SECTIONS)} (default: all)")
@@ -93,9 +94,9 @@ def _stamp(out: Path) -> Path:
     return stem
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") -> int:
     """Run the suite; returns the exit status (0 also when a requested GPU is absent)."""
-    args = _parse(argv)
+    args = _parse(argv, prog)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     device, why = Device.resolve(args.device)
     if device is None:

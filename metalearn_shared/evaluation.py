@@ -11,7 +11,7 @@ import numpy as np
 
 from metalearn_shared import training as T
 
-__all__ = ["ModelFns", "evaluate", "lake_runs", "main_eval"]
+__all__ = ["ModelFns", "evaluate", "lake_runs", "main_eval", "recorded_data", "resolve_eval_data"]
 
 
 class ModelFns:
@@ -68,10 +68,64 @@ def lake_runs(fns: ModelFns, root: str | Path, size: int) -> dict[str, Any]:
             "mean_error": float(res.mean_error)}
 
 
+#: What ``metalearn eval`` takes from the checkpoint when the command line does not say,
+#: and the defaults for a checkpoint that records nothing (written before metalearn 0.x
+#: recorded its data, or converted from elsewhere).
+_DATA_KEYS = {"dataset": "glyphs", "data_dir": None, "seed": 0, "rotations": False}
+
+
+def recorded_data(meta: dict[str, Any], checkpoint: str | Path) -> dict[str, Any] | None:
+    """The training data a checkpoint records: its own metadata, else the ``run.json`` of
+    the run folder it sits in; None when neither says."""
+    if isinstance(meta.get("data"), dict) and meta["data"].get("dataset"):
+        return meta["data"]
+    import json
+
+    run_json = Path(checkpoint).parent / "run.json"
+    try:
+        data = json.loads(run_json.read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return data if isinstance(data, dict) and data.get("dataset") else None
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if key == "data_dir" and a is not None and b is not None:
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b
+
+
+def resolve_eval_data(args: Any, recorded: dict[str, Any] | None) -> list[str]:
+    """Fill ``args.dataset/data_dir/seed/rotations`` the user left unset (None) from the
+    checkpoint's record; return warnings for values the user set that differ from it."""
+    warnings = []
+    for key, default in _DATA_KEYS.items():
+        given = getattr(args, key, None)
+        if given is None:
+            value = recorded.get(key, default) if recorded else default
+            setattr(args, key, value)
+        elif recorded is not None and key in recorded and not _same(key, given, recorded[key]):
+            flag = "--" + key.replace("_", "-")
+            warnings.append(
+                f"the checkpoint was trained with {flag} {recorded[key]}, but this evaluation "
+                f"uses {flag} {given}: the accuracy is not on the held-out split of the "
+                "training data. Leave the option out to evaluate on what the model was trained on.")
+    if recorded is None:
+        warnings.append("the checkpoint records no training data (no metadata, no run.json "
+                        f"beside it); evaluating on --dataset {args.dataset} --seed {args.seed}.")
+    return warnings
+
+
 def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]],
               make_fns: Callable[[Any], ModelFns]) -> int:
-    """``metalearn eval``: load a checkpoint, rebuild its data split, report accuracy."""
+    """``metalearn eval``: load a checkpoint, rebuild its data split, report accuracy.
+
+    The data (dataset, data folder, split seed, rotations) defaults to what the checkpoint
+    was trained on; what is evaluated on is printed, and an option that contradicts the
+    checkpoint's record draws a warning (on stderr, so stdout stays the JSON report).
+    """
     import json
+    import sys
 
     model, meta = load(args.checkpoint)
     cfg = model.config
@@ -82,13 +136,23 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
     else:
         args.size = cfg.image_size
         if args.ways != cfg.num_classes:
-            print(f"note: {cfg.model} outputs {cfg.num_classes} classes; using --ways {cfg.num_classes}")
+            print(f"note: {cfg.model} outputs {cfg.num_classes} classes; using --ways {cfg.num_classes}",
+                  file=sys.stderr)
             args.ways = cfg.num_classes
+    for warning in resolve_eval_data(args, recorded_data(meta, args.checkpoint)):
+        print(f"metalearn eval: warning: {warning}", file=sys.stderr)
     args.steps = 0
     setup = T.setup_from_args(args, framework)
+    where = f" from {args.data_dir}" if args.data_dir else ""
+    alphabets = list(setup.test_data.alphabets)
+    shown = ", ".join(alphabets[:4]) + (f", … ({len(alphabets)} alphabets)" if len(alphabets) > 4 else "")
+    print(f"metalearn eval: evaluating on {args.dataset}{where}, held-out split of seed "
+          f"{args.seed}: {setup.test_data.num_classes} classes ({shown}), "
+          f"{args.size}×{args.size} px", file=sys.stderr)
     fns = make_fns(model)
     out = Path(args.out) if args.out else None
     report = evaluate(fns, setup, args.episodes, out, label=f"{cfg.model} ({framework})")
+    report["data"] = {**setup.data, "split": "held-out alphabets"}
     if args.lake_runs:
         report["lake_runs"] = lake_runs(fns, args.lake_runs, args.size)
     report["checkpoint_step"] = meta.get("step")

@@ -8,11 +8,15 @@ folder and resume bookkeeping; the evaluation loops and their plots.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,12 @@ __all__ = [
     "step_batch",
     "batch_accuracy",
     "CSVLog",
+    "StopRequest",
+    "interrupted_message",
+    "interruptible",
+    "interactive",
+    "first_non_finite",
+    "NonFiniteLoss",
     "plot_curves",
     "evaluate_fewshot",
     "evaluate_sequences",
@@ -112,9 +122,14 @@ class TrainSetup:
     queries: int
     samples_per_class: int
     files: RunFiles
+    #: What the data was: ``dataset``, ``data_dir`` (absolute, or None for the default
+    #: search), ``seed`` (of the alphabet split), ``size``, ``rotations``. Written to
+    #: ``run.json`` and the checkpoints, so ``metalearn eval`` evaluates on the same data.
+    data: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         return {
+            "data": dict(self.data),
             "model": self.model_config.to_dict(),
             "train": self.train.to_dict(),
             "family": self.family,
@@ -160,12 +175,12 @@ def setup_from_args(args: Any, framework: str) -> TrainSetup:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_REGISTRY)}.")
     family = MODEL_REGISTRY[name].family
     size = args.size or (20 if family == "sequence" else 28)
-    backbone = BackboneConfig(name=args.backbone, image_size=size)
     config: ModelConfig
-    if name == "siamese":
-        config = SiameseConfig(backbone=backbone, head=args.head)
+    if name == "siamese":  # (sequence models have no backbone, so no size limit of one)
+        config = SiameseConfig(backbone=BackboneConfig(name=args.backbone, image_size=size),
+                               head=args.head)
     elif name == "protonet":
-        config = ProtoNetConfig(backbone=backbone)
+        config = ProtoNetConfig(backbone=BackboneConfig(name=args.backbone, image_size=size))
     elif name == "mann":
         config = MANNConfig(image_size=size, num_classes=args.ways)
     else:
@@ -182,8 +197,11 @@ def setup_from_args(args: Any, framework: str) -> TrainSetup:
     )
     train_ds, test_ds = load_splits(args.dataset, args.data_dir, size, args.rotations, args.seed)
     out = getattr(args, "out", None) or "runs/latest"
+    data = {"dataset": args.dataset,
+            "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
+            "seed": args.seed, "size": size, "rotations": bool(args.rotations)}
     return TrainSetup(config, train, family, train_ds, test_ds, args.ways, args.shots,
-                      args.queries, args.samples_per_class, RunFiles(Path(out)))
+                      args.queries, args.samples_per_class, RunFiles(Path(out)), data)
 
 
 def train_sampler(setup: TrainSetup) -> PairSampler | FewShotSampler | SequenceSampler:
@@ -221,13 +239,28 @@ def batch_accuracy(config: ModelConfig, output: np.ndarray, target: np.ndarray) 
     return float(np.mean(np.argmax(output, axis=-1) == target))
 
 
+def interactive() -> bool:
+    """Whether stdout is a terminal: progress bars there, one plain line per log interval
+    otherwise (a progress bar's carriage returns make megabyte lines in a log file)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return False
+
+
 class CSVLog:
     """``log.csv`` with :data:`LOG_COLUMNS`; on resume, rows after the checkpoint's step
-    are dropped first (they were logged but their weights were never saved)."""
+    are dropped first (they were logged but their weights were never saved).
 
-    def __init__(self, path: Path, framework: str, resume_step: int | None = None) -> None:
+    With ``echo``, every row is also printed as one line (``torch step 50/1000 loss …``),
+    which is the progress report when stdout is not a terminal.
+    """
+
+    def __init__(self, path: Path, framework: str, resume_step: int | None = None,
+                 echo: bool = False, total_steps: int | None = None) -> None:
         self.path = Path(path)
         self.framework = framework
+        self.echo, self.total_steps = echo, total_steps
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rows: list[dict[str, str]] = []
         if resume_step is not None and self.path.exists():
@@ -242,9 +275,74 @@ class CSVLog:
         self._t0 = time.perf_counter() - (float(rows[-1]["seconds"]) if rows else 0.0)
 
     def log(self, step: int, loss: float, accuracy: float) -> None:
+        seconds = time.perf_counter() - self._t0
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([step, f"{loss:.6g}", f"{accuracy:.4f}",
-                                    f"{time.perf_counter() - self._t0:.2f}", self.framework])
+                                    f"{seconds:.2f}", self.framework])
+        if self.echo:
+            total = f"/{self.total_steps}" if self.total_steps else ""
+            print(f"{self.framework} step {step}{total} loss {loss:.4f} "
+                  f"accuracy {accuracy:.3f} {seconds:.1f} s", flush=True)
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became nan or inf; the message names the step and the checkpoint kept."""
+
+    def __init__(self, value: float, step: int, checkpoint: Path, saved_step: int | None) -> None:
+        kept = (f"the last good checkpoint ({checkpoint}, step {saved_step}) is kept"
+                if saved_step else "no checkpoint was written")
+        super().__init__(f"loss became {value} at step {step}; training stopped and {kept}. "
+                         "Lower --lr, or check the data for nan/inf pixels.")
+        self.step = step
+
+
+def first_non_finite(losses: Sequence[float], first_step: int) -> tuple[int, float] | None:
+    """``(step, value)`` of the first nan/inf in per-step ``losses`` (step ``first_step``
+    first), or None when all are finite."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(losses, dtype=np.float64)))
+    if bad.size == 0:
+        return None
+    return first_step + int(bad[0]), float(np.asarray(losses)[bad[0]])
+
+
+def interrupted_message(setup: TrainSetup, step: int) -> str:
+    """What to tell the user after Ctrl-C stopped training at ``step``."""
+    return (f"interrupted at step {step} of {setup.train.steps}; checkpoint saved in "
+            f"{setup.files.root}. Continue with the same command and --resume.")
+
+
+class StopRequest:
+    """Set by Ctrl-C (SIGINT) during :func:`interruptible`; the trainer checks it after each
+    step, saves a checkpoint at that step and returns."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[StopRequest]:
+    """Turn the first SIGINT into a stop request at the next step boundary.
+
+    A second Ctrl-C interrupts at once (the previous handler is back in place after the
+    first). Outside the main thread signals cannot be caught, and nothing changes.
+    """
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        request.requested = True
+        signal.signal(signal.SIGINT, previous)
+        print("\ninterrupt: stopping after this step and saving a checkpoint "
+              "(Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def read_log(path: Path) -> dict[str, np.ndarray]:
@@ -294,7 +392,7 @@ def evaluate_fewshot(predict: PredictFn, data: ImageDataset, ways: int, shots: i
     sampler = FewShotSampler(data, ways, shots, queries, seed=seed + 1_000_003)
     acc = np.empty(episodes)
     it = range(episodes)
-    if progress:
+    if progress and interactive():
         from tqdm import tqdm
 
         it = tqdm(it, desc=f"eval {ways}-way {shots}-shot", leave=False)

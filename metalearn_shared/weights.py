@@ -40,6 +40,7 @@ __all__ = [
     "save_canonical",
     "load_canonical",
     "read_metadata",
+    "checkpoint_config",
     "looks_like_safetensors",
 ]
 
@@ -348,3 +349,18 @@ def load_canonical(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, A
     except Exception as e:
         raise ValueError(f"{path} is truncated or corrupt: {e}") from e
     return arrays, meta
+
+
+def checkpoint_config(meta: Mapping[str, Any], path: str | Path) -> Any:
+    """The model config a checkpoint's metadata records; ValueError when it is missing or
+    malformed (a file written by something else, or edited)."""
+    from metalearn_shared.config import config_from_dict
+
+    config = meta.get("config") if isinstance(meta, Mapping) else None
+    if not isinstance(config, Mapping):
+        raise ValueError(f"{path}: the checkpoint's metadata holds no model config; it was not "
+                         "written by metalearn, or was edited.")
+    try:
+        return config_from_dict(dict(config))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: the checkpoint's model config is malformed ({e}).") from e

@@ -55,11 +55,11 @@ def save_checkpoint(model: keras.Model, path: str | Path, **metadata: Any) -> Pa
 
 def load_checkpoint(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
     """Build the model a canonical checkpoint describes and load its weights."""
-    from metalearn_shared.config import config_from_dict
+    from metalearn_shared.weights import checkpoint_config
     from metalearn_tf.models import build_model
 
     arrays, meta = load_canonical(path)
-    model = build_model(config_from_dict(meta["config"]))
+    model = build_model(checkpoint_config(meta, path))
     set_canonical(model, arrays)
     return model, meta
 
@@ -73,13 +73,24 @@ def _with_version(meta: dict[str, Any]) -> dict[str, Any]:
 
 def save_keras(model: keras.Model, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """``model.save`` to a ``.keras`` file, atomically, with ``metadata`` as an extra
-    zip member (``metalearn.json``) that Keras ignores and ``metalearn convert`` reads."""
+    zip member (``metalearn.json``) that Keras ignores and ``metalearn convert`` reads.
+
+    A compiled model is saved as its uncompiled architecture and weights."""
     import json
     import zipfile
 
     from metalearn_shared.convert import KERAS_META
     from metalearn_shared.data.cache import atomic_path
 
+    if model.compiled:
+        # Saved without its training set-up: the compile config holds trainer-local metric
+        # closures that no loader can rebuild, and the optimiser state lives in the run's
+        # train_state.safetensors. The file then loads with a plain keras.models.load_model.
+        from metalearn_tf.models import build_model
+
+        fresh = build_model(model.config)
+        set_canonical(fresh, get_canonical(model))
+        model = fresh
     with atomic_path(path) as tmp:
         model.save(tmp)
         if metadata:

@@ -50,8 +50,17 @@ def load_any(path: str) -> tuple[keras.Model, dict[str, Any]]:
         from metalearn_tf.models import available_models
 
         available_models()  # imports (and so registers) every serialisable model class
+        import json
+        import zipfile
+
+        from metalearn_shared.convert import KERAS_META
+
         model = keras.saving.load_model(path, safe_mode=True)
-        return model, {"source_framework": "keras"}
+        meta: dict[str, Any] = {"source_framework": "keras"}
+        with zipfile.ZipFile(path) as z:
+            if KERAS_META in z.namelist():  # step and training data, as save_keras wrote them
+                meta.update(json.loads(z.read(KERAS_META)))
+        return model, meta
     return load_checkpoint(path)
 
 

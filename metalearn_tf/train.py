@@ -9,6 +9,7 @@ seeded sampler, so ``N`` steps + ``--resume`` + ``M`` steps equals ``N + M`` ste
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,42 +67,72 @@ def _accuracy_metric(config: Any) -> Any:
 
 
 class _RunCallback(keras.callbacks.Callback):
-    """Writes the shared CSV log and the canonical checkpoint + optimiser state.
+    """Writes the shared CSV log and the canonical checkpoint + optimiser state; stops on
+    Ctrl-C (after the current step, with a checkpoint) and on a nan/inf loss (without one).
 
-    Keras reports running means since the start of the epoch; the window mean of the last
-    ``log_every`` steps is recovered from two running means (``(m_k k - m_j j) / (k - j)``).
+    The metrics are reset after every batch, so ``logs`` hold that one step's loss and
+    accuracy (Keras would report running means since the start of ``fit``); the log row is
+    the mean of the steps since the last row, as in the torch trainer. Those per-step values
+    go into the optimiser-state file at each checkpoint, so a resumed run writes the same
+    rows as an uninterrupted one.
     """
 
-    def __init__(self, setup: T.TrainSetup, start: int, log: T.CSVLog) -> None:
+    def __init__(self, setup: T.TrainSetup, start: int, log: T.CSVLog, stop: T.StopRequest,
+                 window: dict[str, list[float]]) -> None:
         super().__init__()
-        self.setup, self.start, self.log = setup, start, log
-        self.prev = (0, 0.0, 0.0)  # (batches, loss sum, accuracy sum) at the last log
+        self.setup, self.start, self.log, self.stop = setup, start, log, stop
+        self.losses = list(window.get("losses", []))
+        self.accs = list(window.get("accuracies", []))
+        self.done = start
+        self.saved: int | None = start or None
+        self.failure: T.NonFiniteLoss | None = None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         cfg = self.setup.train
-        done = self.start + batch + 1
-        k = batch + 1
+        self.done = done = self.start + batch + 1
+        loss, acc = float(logs["loss"]), float(logs["accuracy"])
+        self.model.reset_metrics()
+        if not np.isfinite(loss):
+            self.failure = T.NonFiniteLoss(loss, done, self.setup.files.checkpoint, self.saved)
+            self.model.stop_training = True
+            return
+        self.losses.append(np.float32(loss))
+        self.accs.append(np.float32(acc))
         if done % cfg.log_every == 0 or done == cfg.steps:
-            loss_sum, acc_sum = logs["loss"] * k, logs["accuracy"] * k
-            j, l0, a0 = self.prev
-            self.log.log(done, (loss_sum - l0) / (k - j), (acc_sum - a0) / (k - j))
-            self.prev = (k, loss_sum, acc_sum)
-        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
-            save_checkpoint(self.model, self.setup.files.checkpoint, step=done, seed=cfg.seed,
-                            episode_stream="episode s = f(seed, s)")
-            _save_train_state(self.model.optimizer, self.setup.files.train_state, done)
+            self.log.log(done, float(np.mean(self.losses, dtype=np.float64)),
+                         float(np.mean(self.accs, dtype=np.float64)))
+            self.losses.clear()
+            self.accs.clear()
+        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps \
+                or self.stop.requested:
+            self.save()
+        if self.stop.requested:
+            self.model.stop_training = True
+
+    def save(self) -> None:
+        cfg = self.setup.train
+        save_checkpoint(self.model, self.setup.files.checkpoint, step=self.done, seed=cfg.seed,
+                        data=self.setup.data, episode_stream="episode s = f(seed, s)")
+        _save_train_state(self.model.optimizer, self.setup.files.train_state, self.done,
+                          {"losses": [float(v) for v in self.losses],
+                           "accuracies": [float(v) for v in self.accs]})
+        self.saved = self.done
 
 
-def _save_train_state(opt: keras.optimizers.Optimizer, path: Path, step: int) -> None:
-    """Optimiser variables (iteration count, moments) as safetensors; never pickled."""
+def _save_train_state(opt: keras.optimizers.Optimizer, path: Path, step: int,
+                      window: dict[str, list[float]] | None = None) -> None:
+    """Optimiser variables (iteration count, moments) as safetensors; never pickled.
+
+    ``window``: the per-step losses and accuracies since the last ``log.csv`` row.
+    """
     from metalearn_shared.weights import save_canonical
 
     arrays = {f"{i:04d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(opt.variables)}
     save_canonical(path, arrays, {"step": step, "paths": [v.path for v in opt.variables],
-                                  "framework": "keras"})
+                                  "framework": "keras", "window": window or {}})
 
 
-def _load_train_state(model: keras.Model, path: Path) -> int:
+def _load_train_state(model: keras.Model, path: Path) -> tuple[int, dict[str, list[float]]]:
     from metalearn_shared.weights import load_canonical
 
     arrays, meta = load_canonical(path)
@@ -112,35 +143,52 @@ def _load_train_state(model: keras.Model, path: Path) -> int:
                          f"{len(opt.variables)}; was the run trained with another --optimizer?")
     for i, v in enumerate(opt.variables):
         v.assign(arrays[f"{i:04d}"])
-    return int(meta["step"])
+    return int(meta["step"]), meta.get("window") or {}
 
 
 def train(model: keras.Model, setup: T.TrainSetup, resume: bool = False, compile: bool = False,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool | None = None) -> dict[str, Any]:
     """Train ``model`` for ``setup.train.steps`` steps with ``fit()``; write log, checkpoints, curves.
+
+    Ctrl-C stops after the current step with a checkpoint at that step (``--resume``
+    continues exactly); a nan/inf loss stops training with :class:`~metalearn_shared.
+    training.NonFiniteLoss` naming the step, and no checkpoint of the bad weights is written.
 
     Args:
         compile: XLA (``jit_compile=True``); ``fit`` always runs under ``tf.function``.
+        progress: Keras' progress bar (default: when stdout is a terminal; otherwise one
+            line per log interval).
+
+    Returns:
+        ``{"steps": last step trained, "final_loss": ..., "interrupted": bool}``.
     """
     cfg, files = setup.train, setup.files
+    if cfg.steps < 1:
+        raise ValueError(f"--steps must be at least 1; got {cfg.steps}.")
     files.root.mkdir(parents=True, exist_ok=True)
     model.compile(optimizer=make_optimizer(cfg), loss=model.make_loss(),
                   metrics=[_accuracy_metric(model.config)], jit_compile=compile)
-    start = 0
+    start, window = 0, {}
     if resume:
         set_canonical(model, files.resume_weights())
-        start = _load_train_state(model, files.train_state)
+        start, window = _load_train_state(model, files.train_state)
     T.write_json(files.config, {**setup.describe(), "framework": "keras"})
-    log = T.CSVLog(files.log, "keras", resume_step=start if resume else None)
+    bar_on = T.interactive() if progress is None else progress
+    log = T.CSVLog(files.log, "keras", resume_step=start if resume else None,
+                   echo=not bar_on, total_steps=cfg.steps)
+    done = start
     if start < cfg.steps:
         data = EpisodeDataset(model, T.train_sampler(setup), setup.family, cfg.batch, start, cfg.steps)
-        hist = model.fit(data, epochs=1, verbose=1 if progress else 0, shuffle=False,
-                         callbacks=[keras.callbacks.TerminateOnNaN(), _RunCallback(setup, start, log)])
-        if model.stop_training and not np.isfinite(hist.history["loss"][-1]):
-            raise FloatingPointError("loss became nan/inf; lower --lr. The last checkpoint is untouched.")
+        with T.interruptible() as stop:
+            run = _RunCallback(setup, start, log, stop, window)
+            model.fit(data, epochs=1, verbose=1 if bar_on else 0, shuffle=False, callbacks=[run])
+        if run.failure is not None:
+            raise run.failure
+        done = run.done
     T.plot_curves([files.log], files.curves, labels=["keras"])
     d = T.read_log(files.log)
-    return {"steps": cfg.steps, "final_loss": float(d["loss"][-1]) if len(d["loss"]) else float("nan")}
+    return {"steps": done, "final_loss": float(d["loss"][-1]) if len(d["loss"]) else float("nan"),
+            "interrupted": done < cfg.steps}
 
 
 def main_train(args: Any) -> int:
@@ -148,7 +196,10 @@ def main_train(args: Any) -> int:
     setup = T.setup_from_args(args, "keras")
     model = build_model(setup.model_config, seed=setup.train.seed)
     result = train(model, setup, resume=args.resume, compile=args.compile)
-    save_keras(model, setup.files.root / "model.keras", {"step": setup.train.steps})
+    save_keras(model, setup.files.root / "model.keras", {"step": result["steps"], "data": setup.data})
+    if result["interrupted"]:
+        print(T.interrupted_message(setup, result["steps"]), file=sys.stderr)
+        return 130
     print(f"keras: trained {setup.model_config.model} for {result['steps']} steps; "
           f"final loss {result['final_loss']:.4f}; run folder {setup.files.root}")
     if args.eval_episodes:

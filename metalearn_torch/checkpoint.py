@@ -49,11 +49,11 @@ def save_checkpoint(model: nn.Module, path: str | Path, **metadata: Any) -> Path
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Build the model a canonical checkpoint describes and load its weights."""
-    from metalearn_shared.config import config_from_dict
+    from metalearn_shared.weights import checkpoint_config
     from metalearn_torch.models import build_model
 
     arrays, meta = load_canonical(path)
-    model = build_model(config_from_dict(meta["config"]))
+    model = build_model(checkpoint_config(meta, path))
     set_canonical(model, arrays)
     return model, meta
 

@@ -9,6 +9,7 @@ seeded sampler, so ``N`` steps + ``--resume`` + ``M`` steps equals ``N + M`` ste
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +44,23 @@ def _accuracy(output: torch.Tensor, target: torch.Tensor, config: Any) -> torch.
     return (output.argmax(-1) == target).float().mean()
 
 
-def _save_train_state(opt: torch.optim.Optimizer, path: Path, step: int) -> None:
-    """Optimiser state as safetensors (tensors) + JSON (hyper-parameters); never pickled."""
+def _save_train_state(opt: torch.optim.Optimizer, path: Path, step: int,
+                      window: dict[str, list[float]] | None = None) -> None:
+    """Optimiser state as safetensors (tensors) + JSON (hyper-parameters); never pickled.
+
+    ``window``: the per-step losses and accuracies logged since the last ``log.csv`` row,
+    so that a resumed run writes the same next row as an uninterrupted one.
+    """
     from metalearn_shared.weights import save_canonical
 
     sd = opt.state_dict()
     arrays = {f"{i}.{k}": v.detach().cpu().numpy() for i, st in sd["state"].items()
               for k, v in st.items() if torch.is_tensor(v)}
     save_canonical(path, arrays, {"step": step, "param_groups": sd["param_groups"],
-                                  "framework": "torch"})
+                                  "framework": "torch", "window": window or {}})
 
 
-def _load_train_state(opt: torch.optim.Optimizer, path: Path) -> int:
+def _load_train_state(opt: torch.optim.Optimizer, path: Path) -> tuple[int, dict[str, list[float]]]:
     from metalearn_shared.weights import load_canonical
 
     arrays, meta = load_canonical(path)
@@ -63,25 +69,37 @@ def _load_train_state(opt: torch.optim.Optimizer, path: Path) -> int:
         i, k = key.split(".", 1)
         state.setdefault(int(i), {})[k] = torch.from_numpy(np.array(value))
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return int(meta["step"])
+    return int(meta["step"]), meta.get("window") or {}
 
 
 def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: bool = False,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool | None = None) -> dict[str, Any]:
     """Train ``model`` for ``setup.train.steps`` steps; write log, checkpoints and curves.
 
+    Ctrl-C stops after the current step with a checkpoint at that step (``--resume``
+    continues exactly); a nan/inf loss stops training with :class:`~metalearn_shared.
+    training.NonFiniteLoss` naming the step, and no checkpoint of the bad weights is written.
+
+    Args:
+        progress: a tqdm bar (default: when stdout is a terminal; otherwise one line per
+            log interval).
+
     Returns:
-        ``{"steps": ..., "seconds": ..., "final_loss": ...}``.
+        ``{"steps": last step trained, "final_loss": ..., "interrupted": bool}``.
     """
     cfg, files = setup.train, setup.files
+    if cfg.steps < 1:
+        raise ValueError(f"--steps must be at least 1; got {cfg.steps}.")
     files.root.mkdir(parents=True, exist_ok=True)
     opt = make_optimizer(model.parameters(), cfg)
-    start = 0
+    start, window = 0, {}
     if resume:
         set_canonical(model, files.resume_weights())
-        start = _load_train_state(opt, files.train_state)
+        start, window = _load_train_state(opt, files.train_state)
     T.write_json(files.config, {**setup.describe(), "framework": "torch"})
-    log = T.CSVLog(files.log, "torch", resume_step=start if resume else None)
+    bar_on = T.interactive() if progress is None else progress
+    log = T.CSVLog(files.log, "torch", resume_step=start if resume else None,
+                   echo=not bar_on, total_steps=cfg.steps)
     sampler = T.train_sampler(setup)
     loss_fn = model.make_loss()
     forward = model
@@ -94,40 +112,67 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
     from tqdm import tqdm
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="torch train",
-               disable=not progress)
-    loss_sum = torch.zeros(())
-    acc_sum = torch.zeros(())
-    n = 0
+               disable=not bar_on)
+    # Per-step loss and accuracy since the last log row, on the device (one host sync per
+    # log interval or checkpoint).
+    losses = [torch.tensor(v) for v in window.get("losses", [])]
+    accs = [torch.tensor(v) for v in window.get("accuracies", [])]
     last_loss = float("nan")
-    for step in bar:
-        inputs, target = model.inputs_and_target(T.step_batch(sampler, setup.family, step, cfg.batch))
-        output = forward(*inputs)
-        loss = loss_fn(output, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum += loss.detach()
-        acc_sum += _accuracy(output.detach(), target, model.config)
-        n += 1
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            last_loss = float(loss_sum) / n  # one host sync per log interval
-            if not np.isfinite(last_loss):
-                raise FloatingPointError(f"loss became {last_loss} at step {done}; "
-                                         "lower --lr. The last checkpoint is untouched.")
-            log.log(done, last_loss, float(acc_sum) / n)
-            bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{float(acc_sum) / n:.3f}")
-            loss_sum.zero_()
-            acc_sum.zero_()
-            n = 0
-        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
-            save_checkpoint(model, files.checkpoint, step=done, seed=cfg.seed,
-                            episode_stream="episode s = f(seed, s)")
-            _save_train_state(opt, files.train_state, done)
+    saved = start or None
+    done = start
+
+    def host_window() -> tuple[np.ndarray, np.ndarray]:
+        if not losses:
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        return torch.stack(losses).numpy(), torch.stack(accs).numpy()
+
+    def check(step_losses: np.ndarray) -> None:
+        bad = T.first_non_finite(step_losses, done - len(step_losses) + 1)
+        if bad is not None:
+            raise T.NonFiniteLoss(bad[1], bad[0], files.checkpoint, saved)
+
+    def save() -> None:
+        nonlocal saved
+        step_losses, step_accs = host_window()
+        check(step_losses)
+        save_checkpoint(model, files.checkpoint, step=done, seed=cfg.seed, data=setup.data,
+                        episode_stream="episode s = f(seed, s)")
+        _save_train_state(opt, files.train_state, done,
+                          {"losses": step_losses.tolist(), "accuracies": step_accs.tolist()})
+        saved = done
+
+    with T.interruptible() as stop:
+        for step in bar:
+            inputs, target = model.inputs_and_target(T.step_batch(sampler, setup.family, step, cfg.batch))
+            output = forward(*inputs)
+            loss = loss_fn(output, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+            accs.append(_accuracy(output.detach(), target, model.config))
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                step_losses, step_accs = host_window()
+                check(step_losses)
+                last_loss = float(np.mean(step_losses, dtype=np.float64))
+                log.log(done, last_loss, float(np.mean(step_accs, dtype=np.float64)))
+                bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{np.mean(step_accs):.3f}")
+                losses.clear()
+                accs.clear()
+            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
+                save()
+            if stop.requested:
+                if saved != done:
+                    save()
+                break
     bar.close()
     if files.log.exists():
         T.plot_curves([files.log], files.curves, labels=["torch"])
-    return {"steps": cfg.steps, "final_loss": last_loss}
+    if np.isnan(last_loss):
+        d = T.read_log(files.log)
+        last_loss = float(d["loss"][-1]) if len(d["loss"]) else last_loss
+    return {"steps": done, "final_loss": last_loss, "interrupted": done < cfg.steps}
 
 
 def main_train(args: Any) -> int:
@@ -135,6 +180,9 @@ def main_train(args: Any) -> int:
     setup = T.setup_from_args(args, "torch")
     model = build_model(setup.model_config, seed=setup.train.seed)
     result = train(model, setup, resume=args.resume, compile=args.compile)
+    if result["interrupted"]:
+        print(T.interrupted_message(setup, result["steps"]), file=sys.stderr)
+        return 130
     print(f"torch: trained {setup.model_config.model} for {result['steps']} steps; "
           f"final loss {result['final_loss']:.4f}; run folder {setup.files.root}")
     if args.eval_episodes:

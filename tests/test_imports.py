@@ -13,6 +13,7 @@ SHARED_MODULES = [
     "metalearn_shared.episodes", "metalearn_shared.losses", "metalearn_shared.metrics",
     "metalearn_shared.weights", "metalearn_shared.data", "metalearn_shared.models",
     "metalearn_shared.parity", "metalearn_shared.tolerances", "metalearn_shared.optimizers",
+    "metalearn_shared.predict", "metalearn_shared.parity_report",
 ]
 
 

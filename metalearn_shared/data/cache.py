@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -83,6 +84,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = "keeps its previous content" if path.exists() else "was not written"
+            raise OSError(err.errno, f"{os.strerror(err.errno)} while writing {path}; "
+                          f"{path.name} {kept} (the previous checkpoint stays loadable). Free "
+                          "some space and run again (training: add --resume)") from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -173,7 +173,9 @@ def download(
         name: ``"background"``, ``"evaluation"``, ``"small1"``, ``"small2"`` or a file name
             such as ``"images_background.zip"``.
         cache_dir: metalearn cache root (default ``$METALEARN_HOME`` or ``~/.cache/metalearn``).
-        url: where to fetch from (default ``BASE_URL + filename``); ``file://`` works.
+        url: where to fetch from. A URL ending in ``.zip`` is the file itself; any other
+            is a base the official file name is appended to (a mirror folder:
+            ``"file:///mnt/mirror/"``, ``"https://host/omniglot"``). Default ``BASE_URL``.
         force: download even when a verified copy exists.
         timeout_s: socket timeout in seconds.
         progress: called as ``progress(bytes_so_far, total_bytes_or_None)``.
@@ -191,7 +193,7 @@ def download(
         if _cache.md5_file(dest) == entry.md5:
             return dest
         warnings.warn(f"{dest}: md5 mismatch; downloading it again.", stacklevel=2)
-    source = url or entry.url
+    source = mirror_url(url, entry.filename) if url else entry.url
     try:
         response = urllib.request.urlopen(source, timeout=timeout_s)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
@@ -219,6 +221,13 @@ def download(
                 "by hand and check it with `metalearn data verify`."
             )
     return dest
+
+
+def mirror_url(url: str, filename: str) -> str:
+    """``url`` itself when it names a ``.zip``, else ``url`` as a folder + ``filename``."""
+    if url.lower().endswith(".zip"):
+        return url
+    return url.rstrip("/") + "/" + filename
 
 
 def _read_blocks(response: IO[bytes], source: str, block_bytes: int = 1 << 16) -> Iterator[bytes]:
@@ -333,7 +342,7 @@ def _assemble(
 def _zip_members(path: Path) -> tuple[zipfile.ZipFile, list[str]]:
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as err:
         raise DataError(
             f"{path}: not a readable zip archive ({err}); it is probably truncated or "
             "corrupt. Delete it and download it again (`metalearn data download`)."
@@ -349,7 +358,10 @@ def _read_zip(path: Path, name: str) -> ImageDataset:
         def read(member: str) -> bytes:
             try:
                 return archive.read(member)
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+            # NotImplementedError: a damaged header asks for an unknown method or version;
+            # RuntimeError: its encryption flag is set.
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+                    RuntimeError) as err:
                 raise DataError(
                     f"{path}:{member}: cannot extract this member ({err}); the archive is "
                     "corrupt. Delete it and download it again (`metalearn data download`)."
