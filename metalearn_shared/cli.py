@@ -168,6 +168,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return _framework_call(args.framework, "evaluate", "main_eval")(args)
 
 
+def _add_distribute_args(p: argparse.ArgumentParser) -> None:
+    """Multi-process / multi-replica training (docs/scaling.md)."""
+    p.add_argument("--meta-batch", type=int, default=None,
+                   help="few-shot models: episodes per step, averaged (default 1); split over "
+                        "the processes/replicas, so a multiple of their number. Sequence "
+                        "models: their --batch is the meta-batch")
+    p.add_argument("--distribute", default=None, choices=["mirrored", "multiworker"],
+                   help="tf: tf.distribute.MirroredStrategy (this host's devices) or "
+                        "MultiWorkerMirroredStrategy (hosts from TF_CONFIG). torch: launch "
+                        "with torchrun instead")
+    p.add_argument("--replicas", type=int, default=None,
+                   help="tf --distribute mirrored on CPU: split the CPU into this many "
+                        "logical devices (default: the GPUs, else 1)")
+
+
 def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model in one framework",
                        formatter_class=_HelpFormatter)
@@ -186,6 +201,7 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile / XLA")
     p.add_argument("--eval-episodes", type=_count(0), default=0,
                    help="held-out episodes to evaluate at the end (0 = none)")
+    _add_distribute_args(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy ± 95%% CI",
