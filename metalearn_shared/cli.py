@@ -262,7 +262,7 @@ def _add_tools(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("parity", help="measure cross-framework parity of every model",
                        formatter_class=_HelpFormatter)
     p.add_argument("--model", default="all", help="all | siamese | protonet | mann | lstm")
-    p.add_argument("--steps", type=int, default=10, help="training steps compared")
+    p.add_argument("--steps", type=int, default=10, help="training steps compared (default 10)")
     p.add_argument("--optimizers", nargs="+", default=["sgd"], metavar="NAME",
                    help="optimisers compared, each with the trainers' own objects: sgd runs "
                         "every case, the others one case per model (the matched ones: "

@@ -33,10 +33,11 @@ at a kink of the loss surface (a ReLU input or a max-pool tie within an ulp of s
 contrastive hinge at its margin) — and each framework's trajectory is as sensitive to a
 one-ulp nudge of its own start as to the other framework. A fixed absolute bound on a
 free-running trajectory measures the CPU's rounding and the chaos, not the implementations;
-it held on one CPU and failed on another. Events inside a teacher-forced step are allowed
-``EVENT_SHARE`` of the step (:mod:`metalearn_shared.tolerances`) and *named* in the report
-(which case, step, parameter, rule); a wrong formula leaves its bound by orders of magnitude
-(``tests/parity/test_mutations.py``). The learning rates are one per family (:data:`LR`,
+it held on one CPU and failed on another. An event inside a teacher-forced step is confirmed by
+measurement — the source framework recomputes that step from starts nudged by a few ulps and
+jumps as well (:func:`event_sensitivity`) — then allowed ``FLOOR_MULTIPLE`` x that jump and
+*named* in the report (which case, step, parameter, rule); a wrong formula makes no such jump
+and leaves its bound by orders of magnitude (``tests/parity/test_mutations.py``). The learning rates are one per family (:data:`LR`,
 :data:`ADAPTIVE_LR`), never tuned per case to dodge amplification.
 
 Each comparison is a :class:`Comparison` holding both arrays, the tolerance-table entry
@@ -70,7 +71,7 @@ from metalearn_shared.config import (
     ProtoNetConfig,
     SiameseConfig,
 )
-from metalearn_shared.tolerances import EVENT_SHARE, FLOOR_MULTIPLE
+from metalearn_shared.tolerances import FLOOR_MULTIPLE, measure
 
 __all__ = [
     "DIRECTIONS",
@@ -78,6 +79,8 @@ __all__ = [
     "ADAPTIVE_LR",
     "FLOOR_RUNS",
     "FLOOR_ULPS",
+    "EVENT_NUDGES",
+    "event_sensitivity",
     "Case",
     "Comparison",
     "CaseResult",
@@ -105,7 +108,10 @@ ADAPTIVE_LR = 1e-3
 
 #: The noise floor: each framework trains ``FLOOR_RUNS`` more times from its start nudged by
 #: up to ``FLOOR_ULPS`` units in the last place (:func:`nudge`).
-FLOOR_RUNS, FLOOR_ULPS = 2, 4.0
+FLOOR_RUNS, FLOOR_ULPS = 1, 4.0
+#: A teacher-forced figure beyond its bound is checked for a rounding-flipped event by
+#: recomputing the source's step from this many nudged starts (:func:`event_sensitivity`).
+EVENT_NUDGES = 8
 
 #: Episode shapes: few-shot N-way K-shot with Q queries per class; pairs per Siamese batch;
 #: sequence ways × presentations per class (T = 50 steps), episodes per batch.
@@ -287,8 +293,8 @@ class Comparison:
         floor: the measured noise floor after this step (free-running trajectories).
         allow: the measured allowance added to the table's absolute bound (scaled units;
             :func:`metalearn_shared.tolerances.measure`): ``FLOOR_MULTIPLE x floor`` for
-            free-running trajectories, ``EVENT_SHARE x`` the step's largest update for
-            teacher-forced steps of trainable parameters, 0 for every other figure.
+            free-running trajectories, ``FLOOR_MULTIPLE x`` the source's own measured jump
+            for a confirmed event in a teacher-forced step, 0 for every other figure.
     """
 
     what: str
@@ -400,12 +406,19 @@ class _Collector:
         self.case = case
         self.items: list[Comparison] = []
 
+    def _scale(self, expected: Any) -> float:
+        return float(np.max(np.abs(expected))) if self.case.scaled else 1.0
+
+    def passes(self, kind: str, actual: Any, expected: Any) -> bool:
+        """Whether a figure would pass its plain bound (no allowance)."""
+        return measure(actual, expected, kind, self._scale(expected)).passed
+
     def add(self, what: str, group: str, kind: str, actual: Any, expected: Any,
             scale: float | None = None, allow_abs: float = 0.0, **where: Any) -> None:
         """One figure; ``allow_abs`` is an absolute allowance, converted to the scaled units
         :func:`~metalearn_shared.tolerances.measure` adds it in."""
         if scale is None:
-            scale = float(np.max(np.abs(expected))) if self.case.scaled else 1.0
+            scale = self._scale(expected)
         if allow_abs:
             where["allow"] = allow_abs / max(1.0, scale)
         self.items.append(Comparison(what, group, kind, actual, expected, scale, **where))
@@ -506,17 +519,21 @@ def _forced_figures(out: _Collector, src: _Side, dst: _Side, sampler: Any, spec:
     * ``update k``: the optimiser's rule alone — the trainers' optimiser objects (fused
       kernels included) from the same weights, state *and* gradients (the source's) — to
       fp32 rounding ("step" bound);
-    * ``step k (forced)``: the destination's whole trainer step (``fit`` / the torch loop)
-      against the source's: BatchNorm statistics to the "step" bound (the forward pass at
-      the forced weights, no kinks); for SGD, also the trainable parameters.
+    * ``step k (forced)``: the destination's whole trainer step (``fit``'s train step / the
+      torch loop) against the source's: BatchNorm statistics to the "step" bound (the
+      forward pass at the forced weights, no kinks); for SGD, also the trainable parameters.
 
-    Trainable gradients and SGD steps may also differ by a discrete event that rounding
-    flipped at a kink (a ReLU input or max-pool tie within an ulp, a hinge at its margin):
-    :data:`~metalearn_shared.tolerances.EVENT_SHARE` of the tensor's largest element, named
-    in the report. Adam's and RMSprop's whole step is left to the two checks it is made of:
-    their update divides by ``sqrt(v) + eps``, so a gradient element at rounding level — a
-    bias that cancels in ``e1 - e2`` or ``q - c`` — moves by up to ``lr`` at random in
-    *any* implementation; from identical gradients the rule is well conditioned.
+    A trainable gradient (or SGD step) beyond its bound may be a discrete event that rounding
+    flipped at a kink — a ReLU input or a max-pool near-tie within an ulp of switching, a
+    hinge at its margin — or a wrong formula. They are told apart by measurement
+    (:func:`event_sensitivity`): the source recomputes that step's gradients from
+    :data:`EVENT_NUDGES` starts nudged by a few ulps; an event makes the source jump as
+    well, a wrong formula does not. The figure is then allowed ``FLOOR_MULTIPLE`` x the
+    source's own jump and is named in the report. Adam's and RMSprop's whole step is left to
+    the two checks it is made of: their update divides by ``sqrt(v) + eps``, so a gradient
+    element at rounding level (a bias that cancels in ``e1 - e2`` or ``q - c``) moves by up
+    to ``lr`` at random in *any* implementation; from identical gradients the rule is well
+    conditioned.
     """
     from metalearn_shared.training import step_batch
 
@@ -532,23 +549,47 @@ def _forced_figures(out: _Collector, src: _Side, dst: _Side, sampler: Any, spec:
             side.parity.set_weights(side.model, weights)
             grads[side.name] = side.parity.loss_and_grads(side.model, inputs, target)[2]
         s_g, d_g = grads[src.name], grads[dst.name]
+        s_w, f_w = s_rec.weights[k - 1], f_rec.weights[k - 1]
+        jumps: dict[str, float] = {}
+        if not all(out.passes("grad", d_g[n], s_g[n]) for n in s_g) or (
+                optimizer == "sgd" and not all(out.passes("step", f_w[n], s_w[n]) for n in s_g)):
+            jumps = event_sensitivity(src, weights, inputs, target, s_g, seed=k)
         for name in s_g:
             out.add(f"grad {k} (forced): {name}", "step", "grad", d_g[name], s_g[name],
-                    param=name, step=k, allow_abs=EVENT_SHARE * float(np.abs(s_g[name]).max()))
+                    param=name, step=k, allow_abs=FLOOR_MULTIPLE * jumps.get(name, 0.0))
         s_upd = src.parity.apply_update(src.model, weights, state, s_g, lr, optimizer)
         d_upd = dst.parity.apply_update(dst.model, weights, state, s_g, lr, optimizer)
         for name in s_g:
             out.add(f"update {k}: {name}", "update", "step", d_upd[name], s_upd[name],
                     param=name, step=k)
-        s_w, f_w = s_rec.weights[k - 1], f_rec.weights[k - 1]
         for name in s_w:
             if name not in trainable:
                 out.add(f"step {k} (forced): {name}", "step", "step", f_w[name], s_w[name],
                         param=name, step=k)
-            elif optimizer == "sgd":
-                event = EVENT_SHARE * float(np.abs(s_w[name] - weights[name]).max())
+            elif optimizer == "sgd":  # the step is -lr x the gradient
                 out.add(f"step {k} (forced): {name}", "step", "step", f_w[name], s_w[name],
-                        param=name, step=k, allow_abs=event)
+                        param=name, step=k, allow_abs=FLOOR_MULTIPLE * lr * jumps.get(name, 0.0))
+
+
+def event_sensitivity(side: _Side, weights: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray],
+                      target: np.ndarray, grads: Mapping[str, np.ndarray], seed: int,
+                      runs: int | None = None) -> dict[str, float]:
+    """How far one framework's gradients jump when the weights move by a few ulps.
+
+    Returns:
+        Per trainable parameter, the largest max abs difference between ``grads`` (at
+        ``weights``) and the gradients at ``runs`` (default :data:`EVENT_NUDGES`) starts
+        :func:`nudged <nudge>` by up to :data:`FLOOR_ULPS` ulps. Rounding-level where the
+        loss is smooth; the size of the event where a kink sits within rounding distance.
+    """
+    jumps = dict.fromkeys(grads, 0.0)
+    for r in range(EVENT_NUDGES if runs is None else runs):
+        side.parity.set_weights(side.model, nudge(weights, seed=7919 * (seed + 1) + r))
+        nudged = side.parity.loss_and_grads(side.model, inputs, target)[2]
+        for name, g in grads.items():
+            jumps[name] = max(jumps[name], float(np.abs(nudged[name] - g).max()))
+    side.parity.set_weights(side.model, weights)
+    return jumps
 
 
 def _trainable(case: Case) -> set[str]:

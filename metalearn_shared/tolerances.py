@@ -49,18 +49,18 @@ TOL: dict[str, tuple[float, float]] = {
     "exact": (0.0, 0.0),
 }
 
-#: A teacher-forced step of a trainable parameter may differ, beyond the "step" bound, by this
-#: share of the largest element of the source's own update of that tensor: rounding can flip
-#: a discrete event at a kink of the loss (a ReLU input or max-pool tie within an ulp of
-#: switching, a hinge at its margin), and one flipped element moved a conv kernel's update
-#: by 1.3e-2 of its size (measured: siamese-contrastive-conv4, step 2; 1.35e-2 in
-#: siamese-cosine-seed, step 6). A wrong rule moves
-#: the update by O(1) of its size; the optimiser rule alone is held to "step" without it.
+#: The distributed equivalence checks (the same framework at 1 and at N processes: only the
+#: reduction order differs) allow a trainable parameter's teacher-forced step to differ by
+#: this share of its update: a rounding-flipped kink event (a ReLU input or max-pool
+#: near-tie within an ulp) moved a conv kernel's update by up to 1.35e-2 of its size in the
+#: parity runs. (Cross-framework parity measures each event instead:
+#: ``metalearn_shared.parity.event_sensitivity``.)
 EVENT_SHARE = 0.1
 
 #: A free-running trajectory may diverge this many times the larger of the two frameworks'
 #: own noise floors (their trajectories from starts nudged by a few ulps) beyond the "train"
-#: bound: chaos of the training map (a max-pool tie or a ReLU/hinge kink flipped by
+#: bound, and a confirmed event in a teacher-forced step this many times the source's own
+#: jump under such nudges: chaos of the training map (a max-pool tie or a ReLU/hinge kink flipped by
 #: rounding) is allowed, a framework that trains wrongly leaves its floor by orders of
 #: magnitude (tests/parity/test_mutations.py).
 FLOOR_MULTIPLE = 10.0
@@ -125,8 +125,8 @@ def measure(actual, expected, kind: str = "default", scale: float | None = 1.0,
         scale: as in :func:`assert_close_scaled`; ``1.0`` is the plain test, ``None`` uses
             ``max |expected|``.
         allow: a measured allowance added to the absolute bound, in the same (scaled)
-            units: ``FLOOR_MULTIPLE`` x a noise floor for free-running trajectories,
-            ``EVENT_SHARE`` x the step's size for teacher-forced steps; 0 elsewhere.
+            units: ``FLOOR_MULTIPLE`` x a measured noise floor or event jump (parity),
+            ``EVENT_SHARE`` x a step's size (distributed checks); 0 elsewhere.
 
     Returns:
         A :class:`Measure` that passes exactly when :func:`assert_close_scaled` would (and
