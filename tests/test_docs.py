@@ -144,7 +144,9 @@ def test_demo_tie_breaking(demos):
     fig = demos.demo_tie_breaking(tiny=True)
     assert fig["first_step_rule"] == [0, 1]
     assert fig["tf.math.top_k(-usage)"]["share_of_steps_differing"] == 0.0
-    assert fig["torch.topk(largest=False)"]["first_steps_differing"] == 1.0  # not lowest index
+    # torch.topk's order among ties is unspecified (torch/_torch_docs.py): the demo records
+    # what this build does, and the test does not pin it — metalearn's rule does not use it.
+    assert "first_steps_differing" in fig["torch.topk(largest=False)"]
     assert fig["handled_logits_max_abs"] <= 1e-5
 
 
