@@ -7,7 +7,11 @@ Sections (``--only``, comma-separated; all by default, run in this order):
 * ``steps`` — training and inference of every registered model, every mode
   (:mod:`benchmarks.steps`);
 * ``seed`` — the seed document's loop vs our pipeline, and the torch gap ladder
-  (:mod:`benchmarks.seed_loop`).
+  (:mod:`benchmarks.seed_loop`);
+* ``scaling`` — ProtoNet and MANN training throughput on 1 and 2 processes / replicas with
+  the same meta-batch: torch DDP under ``torchrun``, TF ``MirroredStrategy`` and
+  ``MultiWorkerMirroredStrategy`` (:mod:`benchmarks.scaling`; its workers run in fresh
+  processes).
 
 Output, in ``--out`` (``results/`` by default): ``<timestamp>.json`` (everything: the
 environment, every measurement, the targets), ``<timestamp>.md`` (the same as tables,
@@ -34,7 +38,7 @@ from benchmarks.common import Budget, Device, dumps, environment, set_threads
 
 __all__ = ["main", "SECTIONS"]
 
-SECTIONS = ("gemm", "sampling", "steps", "seed")
+SECTIONS = ("gemm", "sampling", "steps", "seed", "scaling")
 FRAMEWORKS = ("torch", "tf")
 
 
@@ -154,6 +158,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
             say("seed")
             results["seed"] = run_seed(quick, budget, frameworks, device, compile_backend,
                                        threads, progress=say)
+        if "scaling" in args.sections:
+            from benchmarks.scaling import run_scaling
+
+            say("scaling")
+            t0 = time.perf_counter()
+            results["scaling"] = run_scaling(quick, frameworks, device, threads, progress=say)
+            results["scaling"]["notes"]["seconds"] = time.perf_counter() - t0
     finally:
         if old_torch_threads is not None:
             torch.set_num_threads(old_torch_threads)  # a calling test keeps its setting
