@@ -17,7 +17,7 @@ Output, in ``--out`` (``results/`` by default): ``<timestamp>.json`` (everything
 environment, every measurement, the targets), ``<timestamp>.md`` (the same as tables,
 also printed), and PNG charts ``<timestamp>-<workload>.png`` and ``<timestamp>-targets.png``.
 
-``--quick`` shrinks every size and repeat so that the suite runs in well under a minute
+``--quick`` shrinks every size and repeat so that the suite runs in about a minute
 (the tests run it); its figures only show that every path works. On ``--device cuda`` the
 same suite runs on the GPU, float32 with TF32 off unless ``--tf32``; both are recorded.
 """
