@@ -294,6 +294,7 @@ def markdown(results: dict[str, Any]) -> str:
                     _table(["op", "ms/step", "share", "calls/step"],
                            [[p["op"], p["self_cpu_ms_per_step"], f"{p['share']:.0%}",
                              p["calls_per_step"]] for p in prof]), ""]
+    out += _scaling_markdown(results.get("scaling") or {})
     if results.get("targets"):
         out += ["## Targets (issue 6)", "",
                 _table(["target", "measured", "threshold", "result", "why (when missed)"],
@@ -301,6 +302,41 @@ def markdown(results: dict[str, Any]) -> str:
                          {True: "pass", False: "MISS", None: "not measured"}[t["pass"]],
                          t["why"]] for t in results["targets"]]), ""]
     return "\n".join(out)
+
+
+def _scaling_markdown(scaling: dict[str, Any]) -> list[str]:
+    """The scaling section: one row per model × engine × processes, errors included."""
+    recs = scaling.get("records") or []
+    if not recs:
+        return []
+    notes = scaling.get("notes", {})
+    out = ["## Scaling: 1 vs 2 processes / replicas, same total meta-batch", "",
+           f"Timing: {notes.get('timing')}. Efficiency = images/s at W ÷ (W × images/s at "
+           "W = 1, same framework and engine family); load = 1-minute load average before "
+           f"the engine started (section start {notes.get('load_average_start')}, end "
+           f"{notes.get('load_average_end')}).", ""]
+    if notes.get("gpu"):
+        out += [f"**{notes['gpu']}**", ""]
+    if notes.get("skipped"):
+        out += [notes["skipped"], ""]
+    rows = []
+    for r in sorted(recs, key=lambda r: (r.get("model", ""), r.get("framework", ""),
+                                          r.get("label", ""), r.get("world", 0))):
+        if "error" in r:
+            rows.append([r.get("model", "–"), r["label"], "error: " + r["error"][-120:]]
+                        + [None] * 10)
+            continue
+        eff = r.get("efficiency")
+        rows.append([r["model"], r["framework"], r["engine"], r["world"],
+                     r["threads_per_process"], f"{r['meta_batch']} ({r['per_rank_meta_batch']} "
+                     "per rank)", r["median_s"] * 1e3, r["cpu_s"] * 1e3, r["images_per_s"],
+                     r["episodes_per_s"], None if r.get("speedup") is None
+                     else f"{r['speedup']:.2f}×", None if eff is None else f"{eff:.0%}",
+                     r.get("load_1min_before")])
+    out += [_table(["model", "fw", "engine", "W", "threads each", "meta-batch", "ms/step",
+                    "CPU ms/step (rank 0)", "images/s", "episodes/s", "speed-up",
+                    "efficiency", "load"], rows), ""]
+    return out
 
 
 def _mem_kind(records: list[dict[str, Any]]) -> str:
@@ -345,6 +381,10 @@ def charts(results: dict[str, Any], stem: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
+    scaling = [r for r in (results.get("scaling") or {}).get("records", []) if "median_s" in r]
+    if scaling:
+        written.append(_scaling_chart(scaling, stem, plt))
+
     ts = results.get("targets") or []
     measured = [t for t in ts if t["measured"] is not None]
     fig, ax = plt.subplots(figsize=(11, 0.35 * len(measured) + 1.5))
@@ -364,3 +404,33 @@ def charts(results: dict[str, Any], stem: Path) -> list[Path]:
     plt.close(fig)
     written.append(path)
     return written
+
+
+def _scaling_chart(recs: list[dict[str, Any]], stem: Path, plt: Any) -> Path:
+    """Images/s per engine and W, one panel per model; efficiency written over W > 1 bars."""
+    models = list(dict.fromkeys(r["model"] for r in recs))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        rows = sorted((r for r in recs if r["model"] == model),
+                      key=lambda r: (r["framework"], r["label"], r["world"]))
+        values = [r["images_per_s"] for r in rows]
+        err_lo = [r["images_per_s"] - r["images_per_step"] / r["max_s"] for r in rows]
+        err_hi = [r["images_per_step"] / r["min_s"] - r["images_per_s"] for r in rows]
+        bars = ax.bar(range(len(rows)), values, yerr=[err_lo, err_hi], capsize=3,
+                      color=[_COLORS[r["framework"]] for r in rows], edgecolor="black")
+        for bar, r in zip(bars, rows, strict=True):
+            bar.set_hatch("" if r["world"] == 1 else "//")  # hatched: W > 1
+        for i, r in enumerate(rows):
+            if r.get("efficiency") is not None:
+                ax.text(i, values[i], f"{r['efficiency']:.0%}", ha="center", va="bottom",
+                        fontsize=8)
+        labels = [f"{r['framework']} {r['engine'].split(',')[0]}\nW={r['world']}, "
+                  f"{r['threads_per_process']} thr" for r in rows]
+        ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=30, ha="right")
+        ax.set(title=f"{model}: same meta-batch, 1 vs 2 (efficiency over bars)",
+               ylabel="images/s (median step, min–max)")
+    fig.tight_layout()
+    path = Path(f"{stem}-scaling.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

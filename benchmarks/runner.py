@@ -7,13 +7,17 @@ Sections (``--only``, comma-separated; all by default, run in this order):
 * ``steps`` — training and inference of every registered model, every mode
   (:mod:`benchmarks.steps`);
 * ``seed`` — the seed document's loop vs our pipeline, and the torch gap ladder
-  (:mod:`benchmarks.seed_loop`).
+  (:mod:`benchmarks.seed_loop`);
+* ``scaling`` — ProtoNet and MANN training throughput on 1 and 2 processes / replicas with
+  the same meta-batch: torch DDP under ``torchrun``, TF ``MirroredStrategy`` and
+  ``MultiWorkerMirroredStrategy`` (:mod:`benchmarks.scaling`; its workers run in fresh
+  processes).
 
 Output, in ``--out`` (``results/`` by default): ``<timestamp>.json`` (everything: the
 environment, every measurement, the targets), ``<timestamp>.md`` (the same as tables,
 also printed), and PNG charts ``<timestamp>-<workload>.png`` and ``<timestamp>-targets.png``.
 
-``--quick`` shrinks every size and repeat so that the suite runs in well under a minute
+``--quick`` shrinks every size and repeat so that the suite runs in about a minute
 (the tests run it); its figures only show that every path works. On ``--device cuda`` the
 same suite runs on the GPU, float32 with TF32 off unless ``--tf32``; both are recorded.
 """
@@ -34,7 +38,7 @@ from benchmarks.common import Budget, Device, dumps, environment, set_threads
 
 __all__ = ["main", "SECTIONS"]
 
-SECTIONS = ("gemm", "sampling", "steps", "seed")
+SECTIONS = ("gemm", "sampling", "steps", "seed", "scaling")
 FRAMEWORKS = ("torch", "tf")
 
 
@@ -154,6 +158,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
             say("seed")
             results["seed"] = run_seed(quick, budget, frameworks, device, compile_backend,
                                        threads, progress=say)
+        if "scaling" in args.sections:
+            from benchmarks.scaling import run_scaling
+
+            say("scaling")
+            t0 = time.perf_counter()
+            results["scaling"] = run_scaling(quick, frameworks, device, threads, progress=say)
+            results["scaling"]["notes"]["seconds"] = time.perf_counter() - t0
     finally:
         if old_torch_threads is not None:
             torch.set_num_threads(old_torch_threads)  # a calling test keeps its setting

@@ -1,8 +1,10 @@
 """The benchmark suite's tiny mode runs end to end and writes complete results.
 
 ``benchmarks.runner.main(["--quick", ...])`` measures every registered model in every mode
-of both frameworks (tiny sizes, one thread); the figures mean nothing, the paths must work.
-The analytic FLOP formulas are checked against torch's own counter.
+of both frameworks (tiny sizes, one thread), and the scaling section trains ProtoNet and
+MANN on 1 and 2 torch processes (``torchrun``, gloo) and TF mirrored replicas; the figures
+mean nothing, the paths must work. The analytic FLOP formulas are checked against torch's
+own counter.
 """
 
 from __future__ import annotations
@@ -79,6 +81,41 @@ def test_quick_run_records_environment_and_targets(quick_run: tuple[Path, float]
     for t in results["targets"]:
         assert t["pass"] in (True, False, None)
         assert t["pass"] is not False or t["why"], t
+
+
+def test_quick_run_measures_scaling(quick_run: tuple[Path, float]) -> None:
+    from benchmarks.scaling import MODELS
+
+    out, _ = quick_run
+    results = json.loads(_only(out, "*Z.json").read_text())
+    records = results["scaling"]["records"]
+    failed = [(r["label"], r["error"][-1500:]) for r in records if "error" in r]
+    assert not failed, failed
+    assert {(r["model"], r["framework"], r["world"]) for r in records} == {
+        (m, f, w) for m in MODELS for f in ("torch", "tf") for w in (1, 2)}
+    for r in records:
+        assert r["warmup"] >= 1 and r["steps"] >= 2 and len(r["samples"]) == r["steps"]
+        assert r["images_per_s"] == pytest.approx(r["images_per_step"] / r["median_s"])
+        assert r["meta_batch"] == r["per_rank_meta_batch"] * r["world"]
+        if r["world"] == 2:  # the same total meta-batch as its baseline, W = 1
+            base = next(b for b in records if b["world"] == 1 and b["model"] == r["model"]
+                        and b["framework"] == r["framework"])
+            assert r["meta_batch"] == base["meta_batch"]
+            assert r["efficiency"] == pytest.approx(r["images_per_s"] / (2 * base["images_per_s"]))
+    assert "## Scaling" in _only(out, "*Z.md").read_text()
+    assert (out / f"{_only(out, '*Z.json').stem}-scaling.png").exists()
+
+
+def test_scaling_efficiency_is_throughput_over_world_times_baseline() -> None:
+    from benchmarks.scaling import efficiency
+
+    base = {"model": "m", "framework": "torch", "world": 1, "median_s": 1.0,
+            "images_per_s": 100.0, "engine": "1 process", "threads_per_process": 2}
+    two = {**base, "world": 2, "images_per_s": 150.0, "engine": "DDP gloo"}
+    other = {**two, "framework": "tf"}  # no baseline of its own: left alone
+    efficiency([base, two, other])
+    assert two["speedup"] == pytest.approx(1.5) and two["efficiency"] == pytest.approx(0.75)
+    assert "efficiency" not in other and "efficiency" not in base
 
 
 def test_cuda_request_without_gpu_skips_cleanly(tmp_path: Path, capsys, monkeypatch) -> None:
