@@ -80,6 +80,7 @@ __all__ = [
     "FLOOR_RUNS",
     "FLOOR_ULPS",
     "EVENT_NUDGES",
+    "EVENT_CHECK_SHARE",
     "event_sensitivity",
     "Case",
     "Comparison",
@@ -112,6 +113,9 @@ FLOOR_RUNS, FLOOR_ULPS = 1, 4.0
 #: A teacher-forced figure beyond its bound is checked for a rounding-flipped event by
 #: recomputing the source's step from this many nudged starts (:func:`event_sensitivity`).
 EVENT_NUDGES = 8
+#: ... whenever one of its trainable figures uses more than this share of its plain bound
+#: (teacher-forced figures must stay within half their bound on any CPU).
+EVENT_CHECK_SHARE = 0.5
 
 #: Episode shapes: few-shot N-way K-shot with Q queries per class; pairs per Siamese batch;
 #: sequence ways × presentations per class (T = 50 steps), episodes per batch.
@@ -409,9 +413,9 @@ class _Collector:
     def _scale(self, expected: Any) -> float:
         return float(np.max(np.abs(expected))) if self.case.scaled else 1.0
 
-    def passes(self, kind: str, actual: Any, expected: Any) -> bool:
-        """Whether a figure would pass its plain bound (no allowance)."""
-        return measure(actual, expected, kind, self._scale(expected)).passed
+    def ratio(self, kind: str, actual: Any, expected: Any) -> float:
+        """The share of its plain bound (no allowance) a figure would use."""
+        return measure(actual, expected, kind, self._scale(expected)).ratio
 
     def add(self, what: str, group: str, kind: str, actual: Any, expected: Any,
             scale: float | None = None, allow_abs: float = 0.0, **where: Any) -> None:
@@ -515,7 +519,9 @@ def _forced_figures(out: _Collector, src: _Side, dst: _Side, sampler: Any, spec:
     """The teacher-forced figures: step ``k`` of both frameworks starts from ``starts[k-1]``
     (the source's weights and optimiser state after ``k - 1`` steps) on batch ``k``.
 
-    * ``grad k (forced)``: the gradients at the forced weights ("grad" bound);
+    * ``grad k (forced)``: the gradients at the forced weights (group and bound "grad", as
+      batch 0's gradients: a conv kernel's gradient sums ~1e4 products in another order in
+      each framework);
     * ``update k``: the optimiser's rule alone — the trainers' optimiser objects (fused
       kernels included) from the same weights, state *and* gradients (the source's) — to
       fp32 rounding ("step" bound);
@@ -523,7 +529,8 @@ def _forced_figures(out: _Collector, src: _Side, dst: _Side, sampler: Any, spec:
       torch loop) against the source's: BatchNorm statistics to the "step" bound (the
       forward pass at the forced weights, no kinks); for SGD, also the trainable parameters.
 
-    A trainable gradient (or SGD step) beyond its bound may be a discrete event that rounding
+    A trainable gradient (or SGD step) near or beyond its bound (over
+    :data:`EVENT_CHECK_SHARE` of it) may be a discrete event that rounding
     flipped at a kink — a ReLU input or a max-pool near-tie within an ulp of switching, a
     hinge at its margin — or a wrong formula. They are told apart by measurement
     (:func:`event_sensitivity`): the source recomputes that step's gradients from
@@ -551,11 +558,13 @@ def _forced_figures(out: _Collector, src: _Side, dst: _Side, sampler: Any, spec:
         s_g, d_g = grads[src.name], grads[dst.name]
         s_w, f_w = s_rec.weights[k - 1], f_rec.weights[k - 1]
         jumps: dict[str, float] = {}
-        if not all(out.passes("grad", d_g[n], s_g[n]) for n in s_g) or (
-                optimizer == "sgd" and not all(out.passes("step", f_w[n], s_w[n]) for n in s_g)):
+        near = max(out.ratio("grad", d_g[n], s_g[n]) for n in s_g)
+        if optimizer == "sgd":
+            near = max(near, *(out.ratio("step", f_w[n], s_w[n]) for n in s_g))
+        if near > EVENT_CHECK_SHARE:
             jumps = event_sensitivity(src, weights, inputs, target, s_g, seed=k)
         for name in s_g:
-            out.add(f"grad {k} (forced): {name}", "step", "grad", d_g[name], s_g[name],
+            out.add(f"grad {k} (forced): {name}", "grad", "grad", d_g[name], s_g[name],
                     param=name, step=k, allow_abs=FLOOR_MULTIPLE * jumps.get(name, 0.0))
         s_upd = src.parity.apply_update(src.model, weights, state, s_g, lr, optimizer)
         d_upd = dst.parity.apply_update(dst.model, weights, state, s_g, lr, optimizer)

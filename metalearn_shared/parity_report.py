@@ -57,7 +57,7 @@ def _events(figures: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for f in figures:
         if not f["allow"] or f["plain_ratio"] <= 1:
             continue
-        rule = "event" if f["group"] == "step" else "floor"
+        rule = "floor" if f["group"] == "train" else "event"
         key = (f["step"], rule)
         if key not in out or f["plain_ratio"] > out[key]["plain_ratio"]:
             out[key] = {"step": f["step"], "rule": rule, "param": f["param"], "what": f["what"],

@@ -7,8 +7,10 @@ import numpy as np
 from metalearn_shared.parity import CaseResult
 from metalearn_shared.tolerances import TOL, assert_measured, measure
 
-#: Teacher-forced figures (both frameworks start from the same weights, state and batch) must
-#: use at most this share of their bound on any CPU: they test the math of one step.
+#: Teacher-forced figures — the one-step update and BatchNorm statistics, both frameworks
+#: starting from the same weights, state and batch — must use at most this share of their
+#: bound on any CPU: they test the math of one step. (The gradients at the forced weights
+#: are held to the "grad" bound, as batch 0's.)
 FORCED_SHARE = 0.5
 FORCED = ("step", "update")
 
