@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from metalearn_shared.distributed import free_ports
 
 __all__ = ["MODELS", "THREAD_POLICIES", "GPU_NOTE", "run_scaling", "workload_setup",
            "time_steps", "efficiency", "main"]
@@ -240,14 +241,6 @@ def _worker_main(argv: Sequence[str]) -> int:
 
 
 # -- the section (runs the workers) ------------------------------------------------------
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _env(threads: int, **extra: str) -> dict[str, str]:
@@ -369,7 +362,7 @@ def run_scaling(quick: bool, frameworks: tuple[str, ...], device: Any, threads: 
                     return _torch_worker(_parse_worker(args[2:]))
                 cmd = [py, *args] if nproc == 1 else [
                     py, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-                    "--master-addr", "127.0.0.1", "--master-port", str(_free_ports(1)[0]), *args]
+                    "--master-addr", "127.0.0.1", "--master-port", str(free_ports(1)[0]), *args]
                 return _launch([cmd], [_env(t)], out, timeout)
 
             attempt("torch ×1", lambda: torch_run(1, threads, "1"), thread_policy="all")
@@ -408,7 +401,7 @@ def run_scaling(quick: bool, frameworks: tuple[str, ...], device: Any, threads: 
 def _multiworker(n: int, threads: int, tag: str, quick: bool, warmup: int, steps: int,
                  work: Path, timeout: float) -> list[dict[str, Any]]:
     out = work / f"tf-multiworker-{n}-{tag}.json"
-    hosts = [f"127.0.0.1:{p}" for p in _free_ports(n)]
+    hosts = [f"127.0.0.1:{p}" for p in free_ports(n)]
     cmds, envs = [], []
     for i in range(n):
         config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["FAMILIES", "meta_batch_size", "check_split", "step_episodes", "rank_episodes",
-           "rank_batches", "tiny_setup"]
+           "rank_batches", "tiny_setup", "free_ports"]
 
 #: Episode families the distributed trainers can split.
 FAMILIES = ("fewshot", "sequence")
@@ -121,3 +121,18 @@ def tiny_setup(name: str, seed: int, meta_batch: int, root: Path, framework: str
     else:
         cfg = replace(cfg, controller_units=16, memory_slots=8, memory_width=6, read_heads=2)
     return replace(setup, model_config=cfg)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on 127.0.0.1 now, for local rendezvous (torchrun's
+    master port, ``TF_CONFIG`` workers): loopback only, never another address."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()

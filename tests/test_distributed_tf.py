@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from metalearn_shared.distributed import free_ports
 from metalearn_shared.tolerances import measure
 from metalearn_shared.weights import load_canonical
 
@@ -35,16 +35,6 @@ def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", **extra)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     return env
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _assert_close_checkpoints(got_path: Path, want_path: Path, kind: str) -> None:
@@ -76,7 +66,7 @@ def test_multiworker_two_processes_equal_one(tmp_path: Path) -> None:
             "--model", "protonet", "--size", "16", "--ways", "3", "--shots", "1", "--queries",
             "2", "--seed", "3", "--optimizer", "sgd", "--lr", "0.1", "--meta-batch", "2",
             "--steps", "2"]
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     procs = []
     for i in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
