@@ -29,7 +29,12 @@ def assert_case(result: CaseResult, steps: int, moved_factor: float = 3.0) -> No
     if not result.case.train:
         return
     groups = {c.group for c in result.comparisons}
-    assert {"step", "update", "train"} <= groups, groups
+    assert {"update", "train"} <= groups, groups
+    assert any("(forced)" in c.what and c.group == "grad" for c in result.comparisons)
+    # The whole forced step: SGD's trainable weights, and any BatchNorm statistics (an
+    # adaptive optimiser on a model without BatchNorm is checked through grad + update).
+    if result.case.optimizer == "sgd" or any(".bn" in (c.param or "") for c in result.comparisons):
+        assert "step" in groups, groups
     assert max(c.step or 0 for c in result.comparisons) == steps
     assert len(result.floor) == steps and all(f > 0 for f in result.floor), result.floor
     # Not vacuous: training moved the trainable parameters (BatchNorm statistics move in
