@@ -16,16 +16,20 @@ Images:
 Speed:
     Python runs once per episode (a generator and a handful of small array draws); images
     are gathered for the whole batch with one fancy index and converted in one pass.
+
+Augmentation:
+    The pairs' affine distortions live in :mod:`metalearn_shared.augment`;
+    :class:`KochAffine` is re-exported here.
 """
 
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import numpy as np
 
+from metalearn_shared.augment import KochAffine, _affine_warp, _koch_params
 from metalearn_shared.data.dataset import ImageDataset
 
 __all__ = [
@@ -125,31 +129,6 @@ class SequenceEpisode(NamedTuple):
     index: np.ndarray
     label: np.ndarray
     strings: np.ndarray
-
-
-@dataclass(frozen=True)
-class KochAffine:
-    """Ranges of the affine distortion of Koch et al. (2015), Sec. 4.
-
-    Each of the seven parameters is drawn uniformly from its range and applied with
-    probability ``p``, otherwise left at identity. The transform maps an image about its
-    centre by ``A = R(rotation) · Shear(shear_x, shear_y) · Scale(scale_x, scale_y)`` and then
-    translates it; pixels are sampled bilinearly, zeros outside the image.
-
-    Attributes:
-        rotation_deg: maximum absolute rotation in degrees (θ ∈ [-10, 10]).
-        shear: maximum absolute shear factor (ρx, ρy ∈ [-0.3, 0.3]).
-        scale: ``(low, high)`` scale factors (sx, sy ∈ [0.8, 1.2]).
-        translation: maximum absolute shift as a fraction of the image side; Koch's
-            ±2 px at 105 × 105 is ``2 / 105``.
-        p: probability of applying each parameter.
-    """
-
-    rotation_deg: float = 10.0
-    shear: float = 0.3
-    scale: tuple[float, float] = (0.8, 1.2)
-    translation: float = 2.0 / 105.0
-    p: float = 0.5
 
 
 # -- determinism -----------------------------------------------------------------------
@@ -488,83 +467,6 @@ class PairSampler(_Sampler):
             index1=index[:, :, 0],
             index2=index[:, :, 1],
         )
-
-
-def _koch_params(
-    rng: np.random.Generator, spec: KochAffine, n: tuple[int, ...], shape: tuple[int, int]
-) -> np.ndarray:
-    """``float32 (*n, 7)`` affine parameters ``(θ rad, ρx, ρy, sx, sy, tx px, ty px)``."""
-    h, w = shape
-    u = rng.random((2, *n, 7))  # (values | switches, *n, 7)
-    lo = np.array(
-        [
-            -np.deg2rad(spec.rotation_deg),
-            -spec.shear,
-            -spec.shear,
-            spec.scale[0],
-            spec.scale[0],
-            -spec.translation * w,
-            -spec.translation * h,
-        ]
-    )
-    hi = np.array(
-        [
-            np.deg2rad(spec.rotation_deg),
-            spec.shear,
-            spec.shear,
-            spec.scale[1],
-            spec.scale[1],
-            spec.translation * w,
-            spec.translation * h,
-        ]
-    )
-    identity = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
-    return np.where(u[1] < spec.p, lo + (hi - lo) * u[0], identity).astype(np.float32)
-
-
-def _affine_warp(images: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """Warp each image by its own affine transform, bilinear, zeros outside.
-
-    Args:
-        images: ``float32 (n, H, W)``.
-        params: ``float32 (n, 7)`` from :func:`_koch_params`.
-
-    Returns:
-        ``float32 (n, H, W)``: output pixel p shows input pixel ``A⁻¹(p - c - t) + c``,
-        with ``c`` the image centre.
-    """
-    n, h, w = images.shape
-    theta, shx, shy, sx, sy, tx, ty = (params[:, j : j + 1] for j in range(7))  # each (n, 1)
-    cos, sin = np.cos(theta), np.sin(theta)
-    # A = R · Shear · Scale, then its closed-form 2×2 inverse.
-    a00 = (cos - sin * shy) * sx
-    a01 = (cos * shx - sin) * sy
-    a10 = (sin + cos * shy) * sx
-    a11 = (sin * shx + cos) * sy
-    det = a00 * a11 - a01 * a10  # >= 0.8² · (1 - 0.3²) > 0 for Koch's ranges
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    rows, cols = np.divmod(np.arange(h * w, dtype=np.float32), np.float32(w))  # (H*W,)
-    u = cols[None, :] - np.float32(cx) - tx  # (n, H*W)
-    v = rows[None, :] - np.float32(cy) - ty
-    src_x = (a11 * u - a01 * v) / det + np.float32(cx)  # (n, H*W)
-    src_y = (a00 * v - a10 * u) / det + np.float32(cy)
-    x0 = np.floor(src_x)
-    y0 = np.floor(src_y)
-    fx = src_x - x0
-    fy = src_y - y0
-    # Pad by one zero pixel on every side; clip farther samples onto the zero border.
-    padded = np.zeros((n, h + 2, w + 2), dtype=np.float32)
-    padded[:, 1:-1, 1:-1] = images
-    flat = padded.reshape(-1)
-    base = (np.arange(n, dtype=np.int64) * (h + 2) * (w + 2))[:, None]  # (n, 1)
-    xi = np.clip(x0.astype(np.int64) + 1, 0, w + 1)
-    yi = np.clip(y0.astype(np.int64) + 1, 0, h + 1)
-    xj = np.clip(x0.astype(np.int64) + 2, 0, w + 1)
-    yj = np.clip(y0.astype(np.int64) + 2, 0, h + 1)
-    top = flat[base + yi * (w + 2) + xi] * (1 - fx) + flat[base + yi * (w + 2) + xj] * fx
-    bottom = flat[base + yj * (w + 2) + xi] * (1 - fx) + flat[base + yj * (w + 2) + xj] * fx
-    out = top * (1 - fy) + bottom * fy  # (n, H*W)
-    return out.reshape(n, h, w).astype(np.float32, copy=False)
 
 
 # -- MANN sequences --------------------------------------------------------------------

@@ -31,25 +31,18 @@ from metalearn_shared.data.lake_runs import (
     read_runs,
     write_runs,
 )
-from metalearn_shared.data.omniglot import (
+from metalearn_shared.data.omniglot import load_omniglot, merge_datasets
+from metalearn_shared.data.omniglot_files import (
     ENV_DIR,
     NAMED_SETS,
     OFFICIAL,
     download,
     find_official,
-    load_omniglot,
-    merge_datasets,
-    official_split,
-    split_by_alphabet,
     verify_file,
 )
-from metalearn_shared.data.preprocess import (
-    DataError,
-    add_rotations,
-    invert_bool,
-    invert_uint8,
-    resize_batch,
-)
+from metalearn_shared.data.preprocess import DataError, add_rotations, invert_bool, invert_uint8
+from metalearn_shared.data.resize import resize_batch
+from metalearn_shared.data.splits import official_split, split_by_alphabet
 
 __all__ = [
     "DATASETS",

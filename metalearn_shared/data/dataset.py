@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from metalearn_shared.data.resize import resize_batch
+
 __all__ = ["ClassInfo", "ImageDataset"]
 
 
@@ -144,6 +146,4 @@ class ImageDataset:
         """The same dataset at ``size × size`` (Pillow antialiasing); no-op when equal."""
         if self.image_shape == (size, size):
             return self
-        from metalearn_shared.data.preprocess import resize_batch
-
         return ImageDataset(resize_batch(self.images, size), self.labels, self.classes, self.name)

@@ -5,28 +5,25 @@ All images in :mod:`metalearn_shared.data` are ``uint8 (n, H, W)`` with the stro
 whose background is white (``True``) and whose strokes are black (``False``); the helpers
 here turn them around once, at load time.
 
-Resampling choice: :func:`resize_batch` uses Pillow's ``LANCZOS`` filter by default. It
-antialiases when downsampling (105 → 28 averages over the whole footprint of each output
-pixel, so thin strokes fade instead of vanishing) and is the filter the widely reproduced
-Omniglot pipelines use (e.g. MAML's ``resize_images.py``), so accuracies stay comparable.
-``BOX`` (plain area averaging, no ringing) is available as ``resample="box"``.
+Resizing (:func:`resize_batch`, its filters and the resampling choice) lives in
+:mod:`metalearn_shared.data.resize`, below the dataset container; it is re-exported here.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-if TYPE_CHECKING:
-    from metalearn_shared.data.dataset import ImageDataset
+from metalearn_shared.data.dataset import ClassInfo, ImageDataset
+from metalearn_shared.data.resize import RESAMPLE_FILTERS, Resample, resize_batch
 
 __all__ = [
     "DataError",
     "RESAMPLE_FILTERS",
+    "Resample",
     "add_rotations",
     "decode_png",
     "invert_bool",
@@ -35,17 +32,6 @@ __all__ = [
     "resize_batch",
     "stroke_high_to_pil",
 ]
-
-Resample = Literal["lanczos", "box", "bilinear", "bicubic", "nearest"]
-
-RESAMPLE_FILTERS: dict[str, Image.Resampling] = {
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "nearest": Image.Resampling.NEAREST,
-}
-
 
 class DataError(ValueError):
     """A data file or folder exists but cannot be used (corrupt, truncated, wrong layout)."""
@@ -117,42 +103,6 @@ def decode_png(data: bytes, name: str) -> np.ndarray:
 
 
 # -- geometry ------------------------------------------------------------------------------
-def resize_batch(images: np.ndarray, size: int, resample: Resample = "lanczos") -> np.ndarray:
-    """Resize a stack of grey images to ``size × size`` with Pillow's antialiasing filters.
-
-    Args:
-        images: ``uint8 (n, H, W)``.
-        size: output side in pixels (28 for the metric models, 20 for MANN, 105 = Omniglot's
-            native size).
-        resample: Pillow filter name; ``"lanczos"`` (default) or ``"box"`` are the
-            antialiasing choices, see the module docstring.
-
-    Returns:
-        ``uint8 (n, size, size)``; the input itself when it already has that size.
-    """
-    images = np.asarray(images)
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(
-            f"resize_batch expects uint8 images of shape (n, H, W); found {images.dtype} "
-            f"{images.shape}."
-        )
-    if size < 1:
-        raise ValueError(f"resize_batch: size must be a positive number of pixels; found {size}.")
-    if resample not in RESAMPLE_FILTERS:
-        raise ValueError(
-            f"resize_batch: unknown resample filter {resample!r}; choose one of "
-            f"{sorted(RESAMPLE_FILTERS)}."
-        )
-    if images.shape[1:] == (size, size):
-        return images
-    method = RESAMPLE_FILTERS[resample]
-    out = np.empty((images.shape[0], size, size), dtype=np.uint8)
-    # Pillow resizes one image per call; there is no batched antialiasing resize in numpy.
-    for i, image in enumerate(images):
-        out[i] = np.asarray(Image.fromarray(image, mode="L").resize((size, size), method))
-    return out
-
-
 def add_rotations(
     dataset: ImageDataset, angles: Sequence[int] = (90, 180, 270)
 ) -> ImageDataset:
@@ -170,8 +120,6 @@ def add_rotations(
     Returns:
         A dataset with ``(1 + len(angles)) * C`` classes.
     """
-    from metalearn_shared.data.dataset import ClassInfo, ImageDataset
-
     angles = tuple(int(a) for a in angles)
     bad = [a for a in angles if a % 90 or not 0 < a < 360]
     if bad:
