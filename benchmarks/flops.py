@@ -29,14 +29,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import Budget, Device, measure
-from metalearn_shared.config import (
-    BackboneConfig,
-    LSTMConfig,
-    MANNConfig,
-    ModelConfig,
-    ProtoNetConfig,
-    SiameseConfig,
-)
+from metalearn_shared.config import BackboneConfig, ModelConfig
+from metalearn_shared.models.lstm import LSTMConfig
+from metalearn_shared.models.mann import MANNConfig
+from metalearn_shared.models.protonet import ProtoNetConfig
+from metalearn_shared.models.siamese import SiameseConfig
 from metalearn_shared.models import lstm as lstm_spec
 from metalearn_shared.models import mann as mann_spec
 from metalearn_shared.models.backbones import backbone_spec

@@ -30,7 +30,8 @@ from typing import Any
 from benchmarks.bench_sampling import make_dataset
 from benchmarks.common import Budget, Device, measure, memory_probe
 from benchmarks.steps import torch_profile
-from metalearn_shared.config import BackboneConfig, SiameseConfig, TrainConfig
+from metalearn_shared.config import BackboneConfig, TrainConfig
+from metalearn_shared.models.siamese import SiameseConfig
 from metalearn_shared.episodes import PairSampler
 
 __all__ = ["SeedSiameseNetwork", "seed_pair_loader", "run_seed", "MALLOC_TUNABLES"]

@@ -46,15 +46,11 @@ from typing import Any
 from benchmarks.bench_sampling import make_dataset
 from benchmarks.common import Budget, Device, measure, memory_probe
 from benchmarks.flops import Flops, model_flops
-from metalearn_shared.config import (
-    BackboneConfig,
-    LSTMConfig,
-    MANNConfig,
-    ModelConfig,
-    ProtoNetConfig,
-    SiameseConfig,
-    TrainConfig,
-)
+from metalearn_shared.config import BackboneConfig, ModelConfig, TrainConfig
+from metalearn_shared.models.lstm import LSTMConfig
+from metalearn_shared.models.mann import MANNConfig
+from metalearn_shared.models.protonet import ProtoNetConfig
+from metalearn_shared.models.siamese import SiameseConfig
 from metalearn_shared.episodes import FewShotSampler, PairSampler, SequenceSampler
 from metalearn_shared.training import _FAMILY_DEFAULTS  # the trainers' (batch, lr, optimizer)
 

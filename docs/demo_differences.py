@@ -98,7 +98,8 @@ def demo_flatten_permutation(tiny: bool) -> Figures:
     import metalearn_tf.parity as kp
     import metalearn_torch.checkpoint as tckpt
     import metalearn_torch.parity as tp
-    from metalearn_shared.config import BackboneConfig, ProtoNetConfig
+    from metalearn_shared.config import BackboneConfig
+    from metalearn_shared.models.protonet import ProtoNetConfig
     from metalearn_shared.models import param_spec
     from metalearn_shared.weights import Layout
 
@@ -118,7 +119,8 @@ def demo_flatten_permutation(tiny: bool) -> Figures:
 
 def demo_dense_kernel(tiny: bool) -> Figures:
     """A torch ``Linear.weight (out, in)`` handed to Keras without the transpose."""
-    from metalearn_shared.config import BackboneConfig, ProtoNetConfig
+    from metalearn_shared.config import BackboneConfig
+    from metalearn_shared.models.protonet import ProtoNetConfig
     from metalearn_shared.models import param_spec
     from metalearn_shared.weights import WeightMismatchError, to_canonical, to_framework
     from metalearn_torch.checkpoint import get_canonical
@@ -139,7 +141,7 @@ def demo_dense_kernel(tiny: bool) -> Figures:
 
 # -- LSTM --------------------------------------------------------------------------------
 def _lstm_config(tiny: bool) -> Any:
-    from metalearn_shared.config import LSTMConfig
+    from metalearn_shared.models.lstm import LSTMConfig
 
     return LSTMConfig(image_size=8 if tiny else 10, num_classes=5, controller_units=12 if tiny else 24)
 
@@ -206,7 +208,8 @@ def demo_batchnorm(tiny: bool) -> Figures:
     import metalearn_tf.parity as kp
     import metalearn_torch.checkpoint as tckpt
     import metalearn_torch.parity as tp
-    from metalearn_shared.config import BackboneConfig, ProtoNetConfig
+    from metalearn_shared.config import BackboneConfig
+    from metalearn_shared.models.protonet import ProtoNetConfig
 
     size, hidden, passes = (16, 8, 3) if tiny else (28, 64, 20)
     config = ProtoNetConfig(BackboneConfig("conv4", image_size=size, hidden=hidden))
@@ -301,7 +304,7 @@ def demo_tie_breaking(tiny: bool) -> Figures:
     import metalearn_tf.parity as kp
     import metalearn_torch.models.mann as tmann
     import metalearn_torch.parity as tp
-    from metalearn_shared.config import MANNConfig
+    from metalearn_shared.models.mann import MANNConfig
     from metalearn_shared.models.mann import least_used_slots
 
     config = MANNConfig(image_size=8 if tiny else 10, num_classes=5, controller_units=12 if tiny else 24,
@@ -391,7 +394,8 @@ def demo_randomness(tiny: bool) -> Figures:
     import metalearn_tf.parity as kp
     import metalearn_torch.checkpoint as tckpt
     import metalearn_torch.parity as tp
-    from metalearn_shared.config import BackboneConfig, ProtoNetConfig
+    from metalearn_shared.config import BackboneConfig
+    from metalearn_shared.models.protonet import ProtoNetConfig
     from metalearn_tf.models import build_model as build_keras
     from metalearn_torch.models import build_model as build_torch
 

@@ -98,29 +98,34 @@ def rank_batches(sampler: Any, family: str, step: int, meta_batch: int, rank: in
     return [type(parts[0])(*(np.concatenate(f, axis=0) for f in zip(*parts, strict=True)))]
 
 
+def equivalence_models() -> list[str]:
+    """The models the equivalence checks run by default: the first registered model of each
+    family that splits a meta-batch (``fewshot`` and ``sequence``)."""
+    from metalearn_shared import models
+
+    return [specs[0].name for f in FAMILIES if (specs := models.specs(f))]
+
+
 def tiny_setup(name: str, seed: int, meta_batch: int, root: Path, framework: str) -> Any:
-    """The equivalence checks' run: a tiny ProtoNet (conv4, 8 channels, 16 px, 3-way 1-shot,
-    2 queries) or MANN (16 px, 3-way, 3 samples per class, 16 controller units, 8×6
-    memory, 2 heads), plain SGD at 0.1, ``meta_batch`` episodes per step.
+    """The equivalence checks' run: model ``name`` at its tiny parity configuration
+    (``spec.parity_cases(tiny=True)[0]``), 5-way 1-shot with 2 queries (sequences: 3
+    presentations per class), plain SGD at 0.1, ``meta_batch`` episodes per step.
 
     Returns:
         A :class:`metalearn_shared.training.TrainSetup`.
     """
     from dataclasses import replace
 
+    from metalearn_shared import models, registry
     from metalearn_shared import training as T
 
-    args = argparse.Namespace(model=name, backbone="conv4", head="contrastive", dataset="glyphs",
-                              data_dir=None, size=16, rotations=False, seed=seed, steps=3,
-                              batch=meta_batch, lr=0.1, optimizer="sgd", ways=3, shots=1,
-                              queries=2, samples_per_class=3, out=str(root / name))
-    setup = T.setup_from_args(args, framework)
-    cfg = setup.model_config
-    if setup.family == "fewshot":
-        cfg = replace(cfg, backbone=replace(cfg.backbone, hidden=8))
-    else:
-        cfg = replace(cfg, controller_units=16, memory_slots=8, memory_width=6, read_heads=2)
-    return replace(setup, model_config=cfg)
+    spec = models.get(name)
+    config = spec.parity_cases(True)[0].config
+    args = argparse.Namespace(model=name, dataset="glyphs", data_dir=None, rotations=False,
+                              seed=seed, steps=3, batch=meta_batch, lr=0.1, optimizer="sgd",
+                              ways=registry.PARITY_WAYS, shots=1, queries=2, samples_per_class=3,
+                              out=str(root / name), **spec.args_from_config(config))
+    return replace(T.setup_from_args(args), model_config=config)
 
 
 def free_ports(n: int) -> list[int]:

@@ -59,6 +59,10 @@ def lake_runs(fns: ModelFns, root: str | Path, size: int) -> dict[str, Any]:
     """The official 20-way one-shot protocol on a folder of runs."""
     from metalearn_shared.data.lake_runs import evaluate_runs
 
+    if fns.scores is None:
+        raise ValueError("--lake-runs needs a model that scores test images against training "
+                         "images (one_shot_scores); this model has none.")
+
     def score(test: np.ndarray, train: np.ndarray) -> np.ndarray:
         # The reader gives stroke-high uint8, the samplers' float32 [0, 1] is what models take.
         return np.asarray(fns.scores(test.astype(np.float32) / 255.0, train.astype(np.float32) / 255.0))
@@ -127,22 +131,23 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
     import json
     import sys
 
+    from metalearn_shared import models
+
     model, meta = load(args.checkpoint)
     cfg = model.config
     args.model = cfg.model
-    if hasattr(cfg, "backbone"):
-        args.backbone, args.size = cfg.backbone.name, cfg.backbone.image_size
-        args.head = getattr(cfg, "head", args.head)
-    else:
-        args.size = cfg.image_size
-        if args.ways != cfg.num_classes:
-            print(f"note: {cfg.model} outputs {cfg.num_classes} classes; using --ways {cfg.num_classes}",
-                  file=sys.stderr)
-            args.ways = cfg.num_classes
+    # The model's own options come from its config (image size, backbone, head, the ways of
+    # a model with a fixed number of outputs); a value given that differs is noted.
+    for key, value in models.get(cfg.model).args_from_config(cfg).items():
+        given = getattr(args, key, None)
+        if given is not None and given != value:
+            print(f"note: the checkpoint's {cfg.model} has --{key.replace('_', '-')} {value}; "
+                  f"using it (not {given})", file=sys.stderr)
+        setattr(args, key, value)
     for warning in resolve_eval_data(args, recorded_data(meta, args.checkpoint)):
         print(f"metalearn eval: warning: {warning}", file=sys.stderr)
     args.steps = 0
-    setup = T.setup_from_args(args, framework)
+    setup = T.setup_from_args(args)
     where = f" from {args.data_dir}" if args.data_dir else ""
     alphabets = list(setup.test_data.alphabets)
     shown = ", ".join(alphabets[:4]) + (f", … ({len(alphabets)} alphabets)" if len(alphabets) > 4 else "")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from metalearn_shared.config import MODEL_REGISTRY, ModelConfig
+from metalearn_shared.config import ModelConfig
 from metalearn_shared.data.preprocess import DataError
 
 __all__ = [
@@ -79,13 +79,14 @@ class Predictions:
 
 def check_predictable(config: ModelConfig) -> None:
     """Raise ValueError unless the model compares images (few-shot or pair models)."""
-    family = MODEL_REGISTRY[config.model].family
-    if family == "sequence":
-        metric = sorted(n for n, e in MODEL_REGISTRY.items() if e.family != "sequence")
+    from metalearn_shared import models
+
+    if not models.get(config.model).predicts:
+        metric = sorted(s.name for s in models.specs() if s.predicts)
         raise ValueError(
             f"predict needs a model that compares images ({', '.join(metric)}); this checkpoint "
-            f"holds {config.model!r}, a sequence model that classifies within one episode's "
-            "presentation sequence and cannot take a support folder.")
+            f"holds {config.model!r}, which does not classify queries against a support set "
+            "(a sequence model classifies within one episode's presentation sequence).")
 
 
 def load_image(path: str | os.PathLike[str], size: int) -> np.ndarray:

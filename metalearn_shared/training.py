@@ -22,16 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from metalearn_shared.config import (
-    MODEL_REGISTRY,
-    BackboneConfig,
-    LSTMConfig,
-    MANNConfig,
-    ModelConfig,
-    ProtoNetConfig,
-    SiameseConfig,
-    TrainConfig,
-)
+from metalearn_shared.config import ModelConfig, TrainConfig
 from metalearn_shared.data.dataset import ImageDataset
 from metalearn_shared.episodes import FewShotSampler, PairSampler, SequenceSampler
 from metalearn_shared.metrics import AccuracyCI, accuracy_ci, per_instance_accuracy
@@ -44,7 +35,6 @@ __all__ = [
     "load_splits",
     "train_sampler",
     "step_batch",
-    "batch_accuracy",
     "CSVLog",
     "StopRequest",
     "interrupted_message",
@@ -61,14 +51,6 @@ __all__ = [
 
 #: Columns of ``log.csv``, identical in both frameworks.
 LOG_COLUMNS = ("step", "loss", "accuracy", "seconds", "framework")
-
-#: Training defaults per episode family: (batch, lr, optimizer).
-_FAMILY_DEFAULTS = {
-    "pairs": (32, 1e-3, "adam"),
-    "fewshot": (1, 1e-3, "adam"),
-    "sequence": (16, 1e-4, "rmsprop"),  # Santoro et al. 2016: RMSprop, 1e-4
-}
-
 
 @dataclass(frozen=True)
 class RunFiles:
@@ -168,29 +150,21 @@ def load_splits(dataset: str, data_dir: str | None, size: int, rotations: bool,
     return train, test
 
 
-def setup_from_args(args: Any, framework: str) -> TrainSetup:
-    """Build a :class:`TrainSetup` from ``metalearn train``/``eval`` arguments."""
-    name = args.model
-    if name not in MODEL_REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_REGISTRY)}.")
-    family = MODEL_REGISTRY[name].family
-    size = args.size or (20 if family == "sequence" else 28)
-    config: ModelConfig
-    if name == "siamese":  # (sequence models have no backbone, so no size limit of one)
-        config = SiameseConfig(backbone=BackboneConfig(name=args.backbone, image_size=size),
-                               head=args.head)
-    elif name == "protonet":
-        config = ProtoNetConfig(backbone=BackboneConfig(name=args.backbone, image_size=size))
-    elif name == "mann":
-        config = MANNConfig(image_size=size, num_classes=args.ways)
-    else:
-        config = LSTMConfig(image_size=size, num_classes=args.ways)
-    d_batch, d_lr, d_opt = _FAMILY_DEFAULTS[family]
+def setup_from_args(args: Any) -> TrainSetup:
+    """Build a :class:`TrainSetup` from ``metalearn train``/``eval`` arguments: the model's
+    spec (:mod:`metalearn_shared.registry`) maps them onto its config and fills what the
+    command line leaves unset (image size, batch, learning rate, optimiser)."""
+    from metalearn_shared import models
+
+    spec = models.get(args.model)
+    defaults = spec.defaults
+    size = args.size or defaults.image_size
+    config = spec.config_from_args(args, size)
     train = TrainConfig(
         steps=getattr(args, "steps", 0) or 0,
-        batch=getattr(args, "batch", None) or d_batch,
-        lr=getattr(args, "lr", None) or d_lr,
-        optimizer=getattr(args, "optimizer", None) or d_opt,
+        batch=getattr(args, "batch", None) or defaults.batch,
+        lr=getattr(args, "lr", None) or defaults.lr,
+        optimizer=getattr(args, "optimizer", None) or defaults.optimizer,
         seed=args.seed,
         log_every=max(1, min(50, (getattr(args, "steps", 0) or 50) // 20)),
         checkpoint_every=getattr(args, "checkpoint_every", 0) or 0,
@@ -200,7 +174,7 @@ def setup_from_args(args: Any, framework: str) -> TrainSetup:
     data = {"dataset": args.dataset,
             "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
             "seed": args.seed, "size": size, "rotations": bool(args.rotations)}
-    return TrainSetup(config, train, family, train_ds, test_ds, args.ways, args.shots,
+    return TrainSetup(config, train, spec.family, train_ds, test_ds, args.ways, args.shots,
                       args.queries, args.samples_per_class, RunFiles(Path(out)), data)
 
 
@@ -220,23 +194,6 @@ def step_batch(sampler: Any, family: str, step: int, batch: int) -> Any:
     if family == "sequence":
         return sampler.batch(step * batch, batch)
     return sampler.episode(step)  # a PairBatch of `batch` pairs, or one few-shot episode
-
-
-def batch_accuracy(config: ModelConfig, output: np.ndarray, target: np.ndarray) -> float:
-    """Training-batch accuracy from a model's raw output (numpy, host side).
-
-    Pairs: same/different decided by the head's natural threshold (distance < margin/2,
-    cosine > 0, logit > 0). Few-shot and sequences: argmax of the logits.
-    """
-    output = np.asarray(output)
-    target = np.asarray(target)
-    if isinstance(config, SiameseConfig):
-        if config.head == "contrastive":
-            same = output < config.margin / 2
-        else:  # cosine similarity or Koch logit: both positive = same
-            same = output > 0
-        return float(np.mean(same == (target > 0)))
-    return float(np.mean(np.argmax(output, axis=-1) == target))
 
 
 def interactive() -> bool:

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "TORCH_FORMAT",
+    "KERAS_META",
     "Layout",
     "ParamSpec",
     "WeightMismatchError",
@@ -40,7 +42,6 @@ __all__ = [
     "save_canonical",
     "load_canonical",
     "read_metadata",
-    "checkpoint_config",
     "looks_like_safetensors",
 ]
 
@@ -92,8 +93,8 @@ class WeightMismatchError(ValueError):
 
 
 # -- spec builders -------------------------------------------------------------------------
-def _keras(prefix: str, var: str, keras_prefix: str | None) -> str:
-    return f"{(keras_prefix or prefix.replace('.', '/'))}/{var}"
+def _keras(prefix: str, var: str) -> str:
+    return f"{prefix.replace('.', '/')}/{var}"
 
 
 def dense(
@@ -102,7 +103,6 @@ def dense(
     out_features: int,
     bias: bool = True,
     flatten_chw: tuple[int, int, int] | None = None,
-    keras_prefix: str | None = None,
 ) -> list[ParamSpec]:
     """torch ``nn.Linear`` ↔ Keras ``Dense``; ``flatten_chw`` when it follows a flatten."""
     if flatten_chw is not None and int(np.prod(flatten_chw)) != in_features:
@@ -110,28 +110,27 @@ def dense(
     layout = Layout.FLATTEN_DENSE if flatten_chw is not None else Layout.DENSE
     out = [
         ParamSpec(f"{prefix}.weight", (out_features, in_features), layout,
-                  _keras(prefix, "kernel", keras_prefix), chw=flatten_chw)
+                  _keras(prefix, "kernel"), chw=flatten_chw)
     ]
     if bias:
         out.append(ParamSpec(f"{prefix}.bias", (out_features,), Layout.IDENTITY,
-                             _keras(prefix, "bias", keras_prefix)))
+                             _keras(prefix, "bias")))
     return out
 
 
 def conv2d(
     prefix: str, in_ch: int, out_ch: int, kernel: int, bias: bool = True,
-    keras_prefix: str | None = None,
 ) -> list[ParamSpec]:
     """torch ``nn.Conv2d`` ↔ Keras ``Conv2D`` (square kernel)."""
     out = [ParamSpec(f"{prefix}.weight", (out_ch, in_ch, kernel, kernel), Layout.CONV2D,
-                     _keras(prefix, "kernel", keras_prefix))]
+                     _keras(prefix, "kernel"))]
     if bias:
         out.append(ParamSpec(f"{prefix}.bias", (out_ch,), Layout.IDENTITY,
-                             _keras(prefix, "bias", keras_prefix)))
+                             _keras(prefix, "bias")))
     return out
 
 
-def batchnorm(prefix: str, channels: int, keras_prefix: str | None = None) -> list[ParamSpec]:
+def batchnorm(prefix: str, channels: int) -> list[ParamSpec]:
     """torch ``nn.BatchNorm2d`` ↔ Keras ``BatchNormalization``.
 
     torch's ``num_batches_tracked`` buffer is not a weight (it only matters when torch's
@@ -140,10 +139,10 @@ def batchnorm(prefix: str, channels: int, keras_prefix: str | None = None) -> li
     pairs = [("weight", "gamma", True), ("bias", "beta", True),
              ("running_mean", "moving_mean", False), ("running_var", "moving_variance", False)]
     return [ParamSpec(f"{prefix}.{t}", (channels,), Layout.IDENTITY,
-                      _keras(prefix, k, keras_prefix), trainable=tr) for t, k, tr in pairs]
+                      _keras(prefix, k), trainable=tr) for t, k, tr in pairs]
 
 
-def lstm(prefix: str, input_size: int, hidden: int, keras_prefix: str | None = None) -> list[ParamSpec]:
+def lstm(prefix: str, input_size: int, hidden: int) -> list[ParamSpec]:
     """An LSTM cell with **one** bias vector (Keras' convention).
 
     torch's ``nn.LSTMCell`` has two (``bias_ih`` + ``bias_hh``) whose sum is all that
@@ -151,11 +150,11 @@ def lstm(prefix: str, input_size: int, hidden: int, keras_prefix: str | None = N
     """
     return [
         ParamSpec(f"{prefix}.weight_ih", (4 * hidden, input_size), Layout.LSTM,
-                  _keras(prefix, "kernel", keras_prefix)),
+                  _keras(prefix, "kernel")),
         ParamSpec(f"{prefix}.weight_hh", (4 * hidden, hidden), Layout.LSTM,
-                  _keras(prefix, "recurrent_kernel", keras_prefix)),
+                  _keras(prefix, "recurrent_kernel")),
         ParamSpec(f"{prefix}.bias", (4 * hidden,), Layout.IDENTITY,
-                  _keras(prefix, "bias", keras_prefix)),
+                  _keras(prefix, "bias")),
     ]
 
 
@@ -261,6 +260,10 @@ def to_canonical(arrays: Mapping[str, np.ndarray], spec: Sequence[ParamSpec],
 
 # -- the canonical checkpoint file -----------------------------------------------------------
 CHECKPOINT_FORMAT = "metalearn-canonical/1"
+#: A torch ``state_dict`` as safetensors (``metalearn convert --to torch``).
+TORCH_FORMAT = "metalearn-torch/1"
+#: Extra member of a ``.keras`` zip holding metalearn metadata (Keras ignores it).
+KERAS_META = "metalearn.json"
 _META_KEY = "metalearn"
 
 
@@ -349,18 +352,3 @@ def load_canonical(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, A
     except Exception as e:
         raise ValueError(f"{path} is truncated or corrupt: {e}") from e
     return arrays, meta
-
-
-def checkpoint_config(meta: Mapping[str, Any], path: str | Path) -> Any:
-    """The model config a checkpoint's metadata records; ValueError when it is missing or
-    malformed (a file written by something else, or edited)."""
-    from metalearn_shared.config import config_from_dict
-
-    config = meta.get("config") if isinstance(meta, Mapping) else None
-    if not isinstance(config, Mapping):
-        raise ValueError(f"{path}: the checkpoint's metadata holds no model config; it was not "
-                         "written by metalearn, or was edited.")
-    try:
-        return config_from_dict(dict(config))
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ValueError(f"{path}: the checkpoint's model config is malformed ({e}).") from e

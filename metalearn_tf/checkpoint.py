@@ -55,7 +55,7 @@ def save_checkpoint(model: keras.Model, path: str | Path, **metadata: Any) -> Pa
 
 def load_checkpoint(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
     """Build the model a canonical checkpoint describes and load its weights."""
-    from metalearn_shared.weights import checkpoint_config
+    from metalearn_shared.models import checkpoint_config
     from metalearn_tf.models import build_model
 
     arrays, meta = load_canonical(path)
@@ -79,8 +79,8 @@ def save_keras(model: keras.Model, path: str | Path, metadata: dict[str, Any] | 
     import json
     import zipfile
 
-    from metalearn_shared.convert import KERAS_META
     from metalearn_shared.data.cache import atomic_path
+    from metalearn_shared.weights import KERAS_META
 
     if model.compiled:
         # Saved without its training set-up: the compile config holds trainer-local metric

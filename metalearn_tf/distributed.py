@@ -236,7 +236,7 @@ def main_train(args: Any) -> int:
     from metalearn_tf.models import build_model
 
     strategy = make_strategy(getattr(args, "distribute", None), getattr(args, "replicas", None))
-    setup = T.setup_from_args(args, "keras")
+    setup = T.setup_from_args(args)
     with strategy.scope():
         model = build_model(setup.model_config, seed=setup.train.seed)
     result = train_distributed(model, setup, strategy, getattr(args, "meta_batch", None),
@@ -249,7 +249,7 @@ def main_train(args: Any) -> int:
 
 
 def teacher_forced_equivalence(strategy: tf.distribute.Strategy,
-                               models: Sequence[str] = ("protonet", "mann"), steps: int = 3,
+                               models: Sequence[str] | None = None, steps: int = 3,
                                meta_batch: int = 4, seed: int = 0) -> dict[str, Any]:
     """``strategy``'s replicas against one replica, step by step from identical weights.
 
@@ -269,7 +269,7 @@ def teacher_forced_equivalence(strategy: tf.distribute.Strategy,
     one = tf.distribute.get_strategy()
     cases: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in models:
+        for name in models or D.equivalence_models():
             setup = D.tiny_setup(name, seed, meta_batch, Path(tmp), "keras")
             e = D.meta_batch_size(setup.family, setup.train.batch, meta_batch)
             trainable = {p.name for p in param_spec(setup.model_config) if p.trainable}
@@ -314,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="equivalence-tf.json")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--meta-batch", type=int, default=4)
-    p.add_argument("--models", nargs="+", default=["protonet", "mann"])
+    p.add_argument("--models", nargs="+", default=None,
+                   help="registered models (default: D.equivalence_models())")
     args = p.parse_args(argv)
     strategy = make_strategy(args.distribute, args.replicas)
     report = teacher_forced_equivalence(strategy, args.models, args.steps, args.meta_batch)

@@ -27,15 +27,13 @@ def model_fns(model: keras.Model) -> E.ModelFns:
         return np_(model.predict_episode(sx, sy, qx))
 
     def scores(test: np.ndarray, train: np.ndarray) -> np.ndarray:
-        if model.config.model == "protonet":  # one shot: each training image its own class
-            return np_(model((train, np.arange(len(train)), test), training=False, ways=len(train)))
-        emb = model.embed
-        return np_(model.support_scores(emb(train, training=False), emb(test, training=False)))
+        return np_(model.one_shot_scores(train, test))
 
     def logits(x: np.ndarray, prev_label: np.ndarray) -> np.ndarray:
         return np_(model((x, prev_label), training=False))
 
-    return E.ModelFns(predict=predict, scores=scores, logits=logits)
+    return E.ModelFns(predict=predict, logits=logits,
+                      scores=scores if hasattr(model, "one_shot_scores") else None)
 
 
 def evaluate_model(model: keras.Model, setup: T.TrainSetup, episodes: int,
@@ -53,7 +51,7 @@ def load_any(path: str) -> tuple[keras.Model, dict[str, Any]]:
         import json
         import zipfile
 
-        from metalearn_shared.convert import KERAS_META
+        from metalearn_shared.weights import KERAS_META
 
         model = keras.saving.load_model(path, safe_mode=True)
         meta: dict[str, Any] = {"source_framework": "keras"}

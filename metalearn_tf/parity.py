@@ -22,7 +22,6 @@ import tensorflow as tf
 
 from metalearn_shared.models import param_spec
 from metalearn_shared.models.backbones import embedding_chw, flat_hwc_to_chw
-from metalearn_shared.models.mann import MANNTrace
 from metalearn_shared.parity import TrainRecord
 from metalearn_shared.weights import to_canonical, to_framework
 from metalearn_tf.checkpoint import get_canonical, keras_variables, set_canonical
@@ -105,9 +104,11 @@ def embed(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return flat_hwc_to_chw(emb, embedding_chw(model.config.backbone))
 
 
-def trace(model: keras.Model, inputs: Sequence[np.ndarray]) -> MANNTrace:
-    """A MANN's logits and memory diagnostics at every step, as numpy arrays."""
-    return model.forward_with_trace(*inputs)
+def trace(model: keras.Model, inputs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's ``forward_with_trace`` (a NamedTuple of per-step diagnostics, e.g. a
+    memory's read and write weights) as ``{field: numpy array}``."""
+    tr = model.forward_with_trace(*inputs)
+    return {k: keras.ops.convert_to_numpy(v) for k, v in tr._asdict().items()}
 
 
 def loss_and_grads(model: keras.Model, inputs: Sequence[np.ndarray], target: np.ndarray

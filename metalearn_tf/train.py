@@ -15,7 +15,6 @@ from typing import Any
 
 import keras
 import numpy as np
-from keras import ops
 
 from metalearn_shared import training as T
 from metalearn_shared.config import TrainConfig
@@ -53,15 +52,11 @@ class EpisodeDataset(keras.utils.PyDataset):
             T.step_batch(self.sampler, self.family, self.start + i, self.batch))
 
 
-def _accuracy_metric(config: Any) -> Any:
-    """Keras mirror of :func:`metalearn_shared.training.batch_accuracy`."""
+def _accuracy_metric(model: keras.Model) -> Any:
+    """The model's ``batch_accuracy`` (the spec's, on device) as a Keras metric function."""
 
     def accuracy(y_true: Any, y_pred: Any) -> Any:
-        if config.model == "siamese":
-            same = y_pred < config.margin / 2 if config.head == "contrastive" else y_pred > 0
-            return ops.mean(ops.cast(ops.equal(same, y_true > 0), "float32"))
-        pred = ops.argmax(y_pred, axis=-1)
-        return ops.mean(ops.cast(ops.equal(pred, ops.cast(y_true, pred.dtype)), "float32"))
+        return model.batch_accuracy(y_pred, y_true)
 
     return accuracy
 
@@ -167,7 +162,7 @@ def train(model: keras.Model, setup: T.TrainSetup, resume: bool = False, compile
         raise ValueError(f"--steps must be at least 1; got {cfg.steps}.")
     files.root.mkdir(parents=True, exist_ok=True)
     model.compile(optimizer=make_optimizer(cfg), loss=model.make_loss(),
-                  metrics=[_accuracy_metric(model.config)], jit_compile=compile)
+                  metrics=[_accuracy_metric(model)], jit_compile=compile)
     start, window = 0, {}
     if resume:
         set_canonical(model, files.resume_weights())
@@ -198,7 +193,7 @@ def main_train(args: Any) -> int:
 
     if distributed.requested(args):
         return distributed.main_train(args)
-    setup = T.setup_from_args(args, "keras")
+    setup = T.setup_from_args(args)
     model = build_model(setup.model_config, seed=setup.train.seed)
     result = train(model, setup, resume=args.resume, compile=args.compile)
     save_keras(model, setup.files.root / "model.keras", {"step": result["steps"], "data": setup.data})

@@ -49,7 +49,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, **metadata: Any) -> Path
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Build the model a canonical checkpoint describes and load its weights."""
-    from metalearn_shared.weights import checkpoint_config
+    from metalearn_shared.models import checkpoint_config
     from metalearn_torch.models import build_model
 
     arrays, meta = load_canonical(path)

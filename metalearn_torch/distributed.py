@@ -122,10 +122,6 @@ def _float_buffers(model: nn.Module) -> list[torch.Tensor]:
     return [b for b in model.buffers() if b.is_floating_point()]
 
 
-def _accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (output.argmax(-1) == target).float().mean()
-
-
 def meta_step(model: nn.Module, wrapped: nn.Module, opt: torch.optim.Optimizer,
               batches: Sequence[Any], ctx: DistContext, mode: str = "ddp"
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,7 +156,7 @@ def meta_step(model: nn.Module, wrapped: nn.Module, opt: torch.optim.Optimizer,
         with torch.no_grad():
             for t, b in zip(total, buffers, strict=True):
                 t += b
-            stats += torch.stack([loss.detach(), _accuracy(output.detach(), target)])
+            stats += torch.stack([loss.detach(), model.batch_accuracy(output.detach(), target)])
     with torch.no_grad():
         for b, t in zip(buffers, total, strict=True):
             b.copy_(t / n)  # the mean of the episodes' updates
@@ -265,7 +261,7 @@ def main_train(args: Any) -> int:
 
     ctx = init_from_env()
     try:
-        setup = T.setup_from_args(args, "torch")
+        setup = T.setup_from_args(args)
         model = build_model(setup.model_config, seed=setup.train.seed)
         result = train_distributed(model, setup, getattr(args, "meta_batch", None),
                                    resume=args.resume, ctx=ctx)
@@ -283,7 +279,7 @@ def main_train(args: Any) -> int:
 
 
 # -- the equivalence check ------------------------------------------------------------------
-def teacher_forced_equivalence(ctx: DistContext, models: Sequence[str] = ("protonet", "mann"),
+def teacher_forced_equivalence(ctx: DistContext, models: Sequence[str] | None = None,
                                steps: int = 3, meta_batch: int = 4, seed: int = 0,
                                modes: Sequence[str] = MODES) -> dict[str, Any]:
     """``ctx.world`` ranks against one process, step by step from identical weights.
@@ -309,7 +305,7 @@ def teacher_forced_equivalence(ctx: DistContext, models: Sequence[str] = ("proto
 
     cases: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in models:
+        for name in models or D.equivalence_models():
             setup = D.tiny_setup(name, seed, meta_batch, Path(tmp), "torch")
             e = D.meta_batch_size(setup.family, setup.train.batch, meta_batch)
             sampler = T.train_sampler(setup)
@@ -360,7 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="equivalence-torch.json")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--meta-batch", type=int, default=4)
-    p.add_argument("--models", nargs="+", default=["protonet", "mann"])
+    p.add_argument("--models", nargs="+", default=None,
+                   help="registered models (default: D.equivalence_models())")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     ctx = init_from_env()

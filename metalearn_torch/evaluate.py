@@ -32,17 +32,14 @@ def model_fns(model: nn.Module) -> E.ModelFns:
 
     def scores(test: np.ndarray, train: np.ndarray) -> np.ndarray:
         with inference(model):
-            if model.config.model == "protonet":  # one shot: each training image its own class
-                out = model(t(train), t(np.arange(len(train))), t(test), len(train))
-            else:
-                out = model.support_scores(model.embed(t(train)), model.embed(t(test)))
-        return out.cpu().numpy()
+            return model.one_shot_scores(t(train), t(test)).cpu().numpy()
 
     def logits(x: np.ndarray, prev_label: np.ndarray) -> np.ndarray:
         with inference(model):
             return model(t(x), t(prev_label)).cpu().numpy()
 
-    return E.ModelFns(predict=predict, scores=scores, logits=logits)
+    return E.ModelFns(predict=predict, logits=logits,
+                      scores=scores if hasattr(model, "one_shot_scores") else None)
 
 
 def evaluate_model(model: nn.Module, setup: T.TrainSetup, episodes: int,

@@ -21,7 +21,6 @@ from torch import nn
 
 from metalearn_shared import training as T
 from metalearn_shared.models import param_spec
-from metalearn_shared.models.mann import MANNTrace
 from metalearn_shared.parity import TrainRecord
 from metalearn_shared.weights import to_canonical, to_framework
 from metalearn_torch.checkpoint import get_canonical, set_canonical
@@ -84,10 +83,12 @@ def embed(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return model.embed(torch.from_numpy(x)).numpy()
 
 
-def trace(model: nn.Module, inputs: Sequence[np.ndarray]) -> MANNTrace:
-    """A MANN's logits and memory diagnostics at every step, as numpy arrays."""
-    tr = model.forward_with_trace(*_tensors(inputs))
-    return MANNTrace(*(v.numpy() for v in tr))
+def trace(model: nn.Module, inputs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's ``forward_with_trace`` (a NamedTuple of per-step diagnostics, e.g. a
+    memory's read and write weights) as ``{field: numpy array}``."""
+    with torch.no_grad():
+        tr = model.forward_with_trace(*_tensors(inputs))
+    return {k: v.numpy() for k, v in tr._asdict().items()}
 
 
 def loss_and_grads(model: nn.Module, inputs: Sequence[np.ndarray], target: np.ndarray

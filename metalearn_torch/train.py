@@ -36,14 +36,6 @@ def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
     return optimizers.make_optimizer(cfg.optimizer, params, lr=cfg.lr)
 
 
-def _accuracy(output: torch.Tensor, target: torch.Tensor, config: Any) -> torch.Tensor:
-    """On-device mirror of :func:`metalearn_shared.training.batch_accuracy` (no host sync)."""
-    if config.model == "siamese":
-        same = output < config.margin / 2 if config.head == "contrastive" else output > 0
-        return (same == (target > 0)).float().mean()
-    return (output.argmax(-1) == target).float().mean()
-
-
 def _save_train_state(opt: torch.optim.Optimizer, path: Path, step: int,
                       window: dict[str, list[float]] | None = None) -> None:
     """Optimiser state as safetensors (tensors) + JSON (hyper-parameters); never pickled.
@@ -150,7 +142,7 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
             loss.backward()
             opt.step()
             losses.append(loss.detach())
-            accs.append(_accuracy(output.detach(), target, model.config))
+            accs.append(model.batch_accuracy(output.detach(), target))
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
                 step_losses, step_accs = host_window()
@@ -182,7 +174,7 @@ def main_train(args: Any) -> int:
 
     if distributed.requested(args):
         return distributed.main_train(args)
-    setup = T.setup_from_args(args, "torch")
+    setup = T.setup_from_args(args)
     model = build_model(setup.model_config, seed=setup.train.seed)
     result = train(model, setup, resume=args.resume, compile=args.compile)
     if result["interrupted"]:

@@ -14,7 +14,7 @@ out = Path(sys.argv[1])
 strategy = TD.make_strategy("mirrored", 2)
 report = TD.teacher_forced_equivalence(strategy, steps=2)
 
-from metalearn_shared.cli import main  # noqa: E402
+from metalearn.cli import main  # noqa: E402
 
 common = {"protonet": ["--model", "protonet", "--shots", "1", "--queries", "2", "--meta-batch", "2"],
           "mann": ["--model", "mann", "--samples-per-class", "3", "--batch", "4"]}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from metalearn_shared.config import MODEL_REGISTRY
+from metalearn_shared.models import names as model_names
 
 pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
@@ -24,7 +24,7 @@ pytest.importorskip("tensorflow")
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     """The README's ``metalearn bench --quick``: the CLI hands its options to the runner."""
-    from metalearn_shared.cli import main
+    from metalearn.cli import main
 
     out = tmp_path_factory.mktemp("bench")
     start = time.perf_counter()
@@ -48,11 +48,11 @@ def test_quick_run_writes_json_markdown_and_charts(quick_run: tuple[Path, float]
     failed = [(r["workload"], r["framework"], r["mode"], r["phase"], r["error"])
               for r in records if "error" in r]
     assert not failed, failed
-    assert {r["model"] for r in records} == set(MODEL_REGISTRY)
+    assert {r["model"] for r in records} == set(model_names())
     for framework, modes in (("torch", TORCH_MODES), ("tf", TF_MODES)):
         assert {r["mode"] for r in records if r["framework"] == framework} == set(modes)
     assert all(r["per_s"] > 0 and r["median_s"] > 0 for r in records)
-    for name in MODEL_REGISTRY:
+    for name in model_names():
         assert name in markdown
     for mode in {*TORCH_MODES, *TF_MODES}:
         assert f"| {mode} |" in markdown
@@ -134,7 +134,9 @@ def test_flop_formulas_match_torch_counter() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from benchmarks.flops import backbone_flops, model_flops
-    from metalearn_shared.config import BackboneConfig, LSTMConfig, SiameseConfig
+    from metalearn_shared.config import BackboneConfig
+    from metalearn_shared.models.lstm import LSTMConfig
+    from metalearn_shared.models.siamese import SiameseConfig
     from metalearn_torch.models import build_model
 
     for name in ("seed", "conv4"):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metalearn_shared.cli import main
+from metalearn.cli import main
 
 SUBCOMMANDS = {"demo", "data", "train", "eval", "predict", "parity", "convert", "bench"}
 
@@ -25,7 +25,7 @@ def _help(argv, capsys) -> str:
 
 
 def test_help_lists_subcommands(capsys):
-    from metalearn_shared.cli import build_parser
+    from metalearn.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == SUBCOMMANDS
@@ -107,7 +107,7 @@ def test_unknown_dataset_is_a_clear_error(capsys):
 
 
 def test_data_command_needs_no_framework():
-    code = ("import sys; from metalearn_shared.cli import main; "
+    code = ("import sys; from metalearn.cli import main; "
             "main(['data', 'info', '--classes', '20']); "
             "print('tensorflow' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

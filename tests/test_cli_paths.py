@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from metalearn_shared.cli import main
+from metalearn.cli import main
 from metalearn_shared.weights import load_canonical
 
 FRAMEWORKS = [pytest.param("torch", marks=pytest.mark.torch),

@@ -2,17 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from metalearn_shared.config import (
-    MODEL_REGISTRY,
-    BackboneConfig,
-    MANNConfig,
-    SiameseConfig,
-    config_from_dict,
-    default_config,
-)
+from metalearn_shared.config import BackboneConfig
+from metalearn_shared.models import config_from_dict, default_config
+from metalearn_shared.models import names as model_names
+from metalearn_shared.models.mann import MANNConfig
+from metalearn_shared.models.siamese import SiameseConfig
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
+@pytest.mark.parametrize("name", sorted(model_names()))
 def test_config_dict_round_trip(name):
     cfg = default_config(name)
     assert config_from_dict(cfg.to_dict()) == cfg

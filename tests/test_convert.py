@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from metalearn_shared.cli import main
-from metalearn_shared.config import BackboneConfig, SiameseConfig
-from metalearn_shared.convert import detect_format, read_any
+from metalearn.cli import main
+from metalearn.convert import detect_format, read_any
+from metalearn_shared.config import BackboneConfig
+from metalearn_shared.models.siamese import SiameseConfig
 
 pytest.importorskip("torch")
 pytest.importorskip("keras")

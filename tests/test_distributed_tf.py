@@ -62,7 +62,7 @@ def test_mirrored_two_replicas_equal_one(tmp_path: Path) -> None:
 
 
 def test_multiworker_two_processes_equal_one(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "metalearn_shared.cli", "train", "--framework", "tf",
+    args = [sys.executable, "-m", "metalearn.cli", "train", "--framework", "tf",
             "--model", "protonet", "--size", "16", "--ways", "3", "--shots", "1", "--queries",
             "2", "--seed", "3", "--optimizer", "sgd", "--lr", "0.1", "--meta-batch", "2",
             "--steps", "2"]

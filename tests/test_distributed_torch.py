@@ -110,10 +110,10 @@ def test_cli_two_processes_equal_one(model_args: list[str], tmp_path: Path) -> N
     """2 ranks train 1 step from the CLI; == 1 process ("step"); resumed on 1 process for a
     second step, == 2 uninterrupted one-process steps ("train", free-running)."""
     pytest.importorskip("torch")
-    from metalearn_shared.cli import main
+    from metalearn.cli import main
     from metalearn_shared.training import RunFiles
 
-    _torchrun(tmp_path, "-m", "metalearn_shared.cli", *_cli(model_args, tmp_path / "two", 1,
+    _torchrun(tmp_path, "-m", "metalearn.cli", *_cli(model_args, tmp_path / "two", 1,
                                                             "--checkpoint-every", "1"))
     two = RunFiles(tmp_path / "two")
     _, meta = load_canonical(two.checkpoint)

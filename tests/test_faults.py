@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from metalearn.cli import main
 from metalearn_shared import training as T
-from metalearn_shared.cli import main
 from metalearn_shared.weights import load_canonical, save_canonical
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def full_runs(tmp_path_factory):
 
 def _api_train(fw: str, out: Path, resume: bool = False) -> dict:
     """8 steps through the framework's ``train()`` with log rows every 3 steps."""
-    from metalearn_shared.cli import build_parser
+    from metalearn.cli import build_parser
 
     args = build_parser().parse_args(["train", "--framework", fw, "--steps", "8", "--out", str(out),
                                       "--checkpoint-every", "4", *TINY] + ["--resume"] * resume)

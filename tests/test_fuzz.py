@@ -145,8 +145,8 @@ def test_lake_runs_reader(tmp_path, target, data):
 def _checkpoint() -> bytes:
     import tempfile
 
-    from metalearn_shared.config import ProtoNetConfig
     from metalearn_shared.models import param_spec
+    from metalearn_shared.models.protonet import ProtoNetConfig
 
     config = ProtoNetConfig()
     arrays = {p.name: np.zeros(p.shape, np.float32) for p in param_spec(config)}

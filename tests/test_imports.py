@@ -9,11 +9,11 @@ import sys
 import pytest
 
 SHARED_MODULES = [
-    "metalearn_shared", "metalearn_shared.cli", "metalearn_shared.config",
+    "metalearn_shared", "metalearn.cli", "metalearn_shared.config",
     "metalearn_shared.episodes", "metalearn_shared.losses", "metalearn_shared.metrics",
     "metalearn_shared.weights", "metalearn_shared.data", "metalearn_shared.models",
     "metalearn_shared.parity", "metalearn_shared.tolerances", "metalearn_shared.optimizers",
-    "metalearn_shared.predict", "metalearn_shared.parity_report",
+    "metalearn_shared.predict", "metalearn.parity_report",
 ]
 
 
@@ -32,9 +32,9 @@ def test_shared_imports_no_framework():
 
 
 def test_shared_model_specs_import_no_framework():
-    from metalearn_shared.config import MODEL_REGISTRY
+    from metalearn_shared.models import names as model_names
 
-    mods = [f"metalearn_shared.models.{n}" for n in MODEL_REGISTRY]
+    mods = [f"metalearn_shared.models.{n}" for n in model_names()]
     assert _loaded_after(mods) == set()
 
 

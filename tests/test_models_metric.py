@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 
 from metalearn_shared import losses as spec_losses
-from metalearn_shared.config import BackboneConfig, ProtoNetConfig, SiameseConfig
+from metalearn_shared.config import BackboneConfig
 from metalearn_shared.data.glyphs import make_glyphs
 from metalearn_shared.episodes import FewShotSampler, PairSampler
 from metalearn_shared.models import param_spec
 from metalearn_shared.models import protonet as protonet_spec
 from metalearn_shared.models import siamese as siamese_spec
 from metalearn_shared.models.backbones import backbone_forward, embedding_chw, flat_hwc_to_chw
+from metalearn_shared.models.protonet import ProtoNetConfig
+from metalearn_shared.models.siamese import SiameseConfig
 from metalearn_shared.tolerances import assert_close, assert_close_scaled
 from metalearn_shared.weights import framework_shape
 

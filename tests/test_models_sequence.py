@@ -16,13 +16,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from metalearn_shared.config import LSTMConfig, MANNConfig  # noqa: E402
 from metalearn_shared.data.glyphs import make_glyphs  # noqa: E402
 from metalearn_shared.episodes import SequenceSampler  # noqa: E402
 from metalearn_shared.losses import sequence_cross_entropy  # noqa: E402
 from metalearn_shared.models import lstm as lstm_spec  # noqa: E402
 from metalearn_shared.models import mann as mann_spec  # noqa: E402
 from metalearn_shared.models import param_spec  # noqa: E402
+from metalearn_shared.models.lstm import LSTMConfig
+from metalearn_shared.models.mann import MANNConfig
 from metalearn_shared.tolerances import assert_close  # noqa: E402
 from metalearn_shared.weights import framework_shape  # noqa: E402
 

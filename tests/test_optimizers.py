@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from metalearn_shared import optimizers as S
-from metalearn_shared.config import BackboneConfig, ProtoNetConfig, TrainConfig
+from metalearn_shared.config import BackboneConfig, TrainConfig
 from metalearn_shared.models import param_spec
+from metalearn_shared.models.protonet import ProtoNetConfig
 from metalearn_shared.weights import to_framework
 
 STEPS = 10
@@ -114,7 +115,7 @@ def test_table_names_and_errors():
 
 
 def test_cli_lists_the_names():
-    from metalearn_shared.cli import build_parser
+    from metalearn.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

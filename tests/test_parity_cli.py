@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from metalearn.cli import main
 from metalearn_shared import parity
-from metalearn_shared.cli import main
-from metalearn_shared.config import MODEL_REGISTRY
+from metalearn_shared.models import names as model_names
 
 pytestmark = pytest.mark.parity
 
 
 @pytest.mark.parametrize("tiny", [False, True])
 def test_every_registered_model_has_cases(tiny):
-    assert {c.model for c in parity.cases(tiny=tiny)} == set(MODEL_REGISTRY)
+    assert {c.model for c in parity.cases(tiny=tiny)} == set(model_names())
     assert parity.cases("lstm", tiny=tiny) and all(c.model == "lstm" for c in parity.cases("lstm"))
 
 
@@ -44,11 +44,11 @@ def test_tiny_run_passes_and_writes_table_json_and_plots(tmp_path, capsys):
     assert {r["direction"] for r in results} == set(parity.DIRECTIONS)
     for r in results:
         groups = {f["group"] for f in r["figures"]}
-        assert {"forward", "loss", "grad", "step", "update", "train", "lrua"} <= groups, r["case"]
+        assert {"forward", "loss", "grad", "step", "update", "train", "exact"} <= groups, r["case"]
         assert len(r["step_errors"]) == 3 and r["moved"] > 0
         assert r["step_ms"]["torch"] > 0 and r["step_ms"]["keras"] > 0
         assert all(f["passed"] and f["ratio"] <= 1 for f in r["figures"])
-    assert any(f["group"] == "lrua" for r in results for f in r["figures"])
+    assert any(f["group"] == "exact" for r in results for f in r["figures"])
 
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert "steps.png" in pngs and len(pngs) == 1 + len({r["case"] for r in results})

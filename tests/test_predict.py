@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metalearn_shared.cli import main
+from metalearn.cli import main
 from metalearn_shared.data import DataError
 from metalearn_shared.training import load_splits
 

@@ -10,7 +10,7 @@ import csv
 import numpy as np
 import pytest
 
-from metalearn_shared.cli import main
+from metalearn.cli import main
 from metalearn_shared.training import LOG_COLUMNS, RunFiles
 from metalearn_shared.weights import load_canonical
 

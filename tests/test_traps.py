@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metalearn_shared.cli import main
+from metalearn.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--ways", "3", "--shots", "1", "--queries", "2"]
@@ -92,7 +92,7 @@ def test_output_into_a_file_is_one_line_per_log_interval(fw, tmp_path):
     """No progress-bar carriage returns in a non-terminal stdout; no TensorFlow C++ notices."""
     pytest.importorskip("torch" if fw == "torch" else "keras")
     res = subprocess.run(
-        [sys.executable, "-m", "metalearn_shared.cli", "train", "--framework", fw, "--steps", "6",
+        [sys.executable, "-m", "metalearn.cli", "train", "--framework", fw, "--steps", "6",
          "--out", str(tmp_path), *TINY], capture_output=True, text=True, env=_env(), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "\r" not in res.stdout + res.stderr
@@ -118,11 +118,11 @@ def test_keras_files_load_after_importing_the_package_only(tmp_path):
     imports no model module, for every model of the registry."""
     keras = pytest.importorskip("keras")
     from metalearn_shared import config as C
-    from metalearn_shared.config import MODEL_REGISTRY
+    from metalearn_shared.models import names as model_names
     from metalearn_tf.checkpoint import get_canonical, save_keras
     from metalearn_tf.models import build_model
 
-    assert set(CONFIGS) == set(MODEL_REGISTRY)
+    assert set(CONFIGS) == set(model_names())
     expected = {}
     for name, text in CONFIGS.items():
         model = build_model(eval(text, vars(C)), seed=0)

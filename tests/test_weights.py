@@ -119,7 +119,7 @@ def test_a_header_length_that_looks_like_a_pickle_or_zip_still_loads(tmp_path, h
     """A safetensors file starts with its header's length (a multiple of 8): 1 in 32 begins
     with 0x80 (a pickle's first byte), 1 in 8192 with "PK" (a zip's). Only the ``{`` after
     it decides."""
-    from metalearn_shared.convert import detect_format
+    from metalearn.convert import detect_format
 
     path = tmp_path / "ck.safetensors"
     pad = 0

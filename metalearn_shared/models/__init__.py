@@ -1,44 +1,67 @@
-"""The numpy spec of every registered model: parameter specs and reference forward passes.
+"""The numpy spec of every model, and the registry they fill (the model contract).
 
-``metalearn_shared.models.<name>`` holds, for model ``<name>`` of the registry,
-``param_spec(config) -> list[ParamSpec]`` (canonical names, shapes, layouts) and a numpy
-reference forward pass that both frameworks are tested against.
+``metalearn_shared.models.<name>`` holds model ``<name>``'s config, its parameter specs and
+reference forward pass (which both frameworks are tested against) and its
+:class:`~metalearn_shared.registry.ModelSpec`, registered when the module is imported.
+Importing this package imports the built-in models, then the modules named in
+``$METALEARN_PLUGINS`` (comma-separated) and the ``metalearn.models`` entry points: a model
+defined outside the library registers the same way (``docs/architecture.md``).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
 
-from metalearn_shared.config import MODEL_REGISTRY, ModelConfig
+from metalearn_shared import registry
+from metalearn_shared.models import lstm, mann, protonet, siamese  # noqa: F401  (register)
+from metalearn_shared.registry import ModelSpec, config_from_dict, default_config, get, names, specs
 from metalearn_shared.weights import ParamSpec
 
-__all__ = ["param_spec", "framework_models", "framework_build"]
+__all__ = ["ModelSpec", "get", "names", "specs", "param_spec", "config_from_dict",
+           "default_config", "checkpoint_config", "load_plugins", "PLUGINS_ENV"]
+
+#: Environment variable: comma-separated modules that register models when imported.
+PLUGINS_ENV = "METALEARN_PLUGINS"
 
 
-def param_spec(config: ModelConfig) -> list[ParamSpec]:
-    """The canonical parameter list of the model ``config`` describes."""
-    if config.model not in MODEL_REGISTRY:
-        raise ValueError(f"unknown model {config.model!r}; known: {sorted(MODEL_REGISTRY)}.")
-    module = importlib.import_module(f"metalearn_shared.models.{config.model}")
-    return module.param_spec(config)
-
-
-def framework_models(package: str) -> list[str]:
-    """Registered names that framework ``package`` implements (a module with ``build``)."""
-    names = []
-    for name in MODEL_REGISTRY:
+def load_plugins() -> list[str]:
+    """Import the modules in ``$METALEARN_PLUGINS`` and the ``metalearn.models`` entry
+    points (each registers its models); returns the module names imported."""
+    loaded = []
+    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
         try:
-            module = importlib.import_module(f"{package}.models.{name}")
-        except ModuleNotFoundError:
-            continue
-        if hasattr(module, "build"):
-            names.append(name)
-    return names
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ImportError(f"${PLUGINS_ENV} names {name!r}, which cannot be imported ({e}); "
+                              "fix the module name or unset the variable.") from e
+        loaded.append(name)
+    for ep in entry_points(group="metalearn.models"):
+        ep.load()
+        loaded.append(ep.value)
+    return loaded
 
 
-def framework_build(package: str, config: ModelConfig, seed: int | None = None):
-    """``{package}.models.<config.model>.build(config, seed)`` — the registry dispatch."""
-    if config.model not in MODEL_REGISTRY:
-        raise ValueError(f"unknown model {config.model!r}; known: {sorted(MODEL_REGISTRY)}.")
-    module = importlib.import_module(f"{package}.models.{config.model}")
-    return module.build(config, seed=seed)
+def param_spec(config: object) -> list[ParamSpec]:
+    """The canonical parameter list of the model ``config`` describes."""
+    return registry.get(config.model).param_spec(config)  # type: ignore[attr-defined]
+
+
+def checkpoint_config(meta: Mapping[str, Any], path: str | Path) -> Any:
+    """The model config a checkpoint's metadata records; ValueError when it is missing or
+    malformed (a file written by something else, or edited)."""
+    config = meta.get("config") if isinstance(meta, Mapping) else None
+    if not isinstance(config, Mapping):
+        raise ValueError(f"{path}: the checkpoint's metadata holds no model config; it was not "
+                         "written by metalearn, or was edited.")
+    try:
+        return config_from_dict(dict(config))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: the checkpoint's model config is malformed ({e}).") from e
+
+
+load_plugins()

@@ -32,10 +32,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from metalearn_shared.config import BackboneConfig
-from metalearn_shared.weights import ParamSpec, batchnorm, conv2d, dense
+from metalearn_shared.config import BACKBONES, BackboneConfig
+from metalearn_shared.flops import Flops
+from metalearn_shared.registry import Option
+from metalearn_shared.weights import Layout, ParamSpec, batchnorm, conv2d, dense
 
 __all__ = [
+    "BACKBONE_OPTION",
+    "backbone_flops",
     "CONV4_BLOCKS",
     "backbone_spec",
     "embedding_chw",
@@ -228,3 +232,36 @@ def backbone_forward(
         h = _batchnorm(h, p, f"{prefix}.bn{i}", config, training, stats)
         h = _maxpool2(np.maximum(h, 0.0))
     return h.reshape(h.shape[0], -1), stats
+
+
+def _conv_positions(config: BackboneConfig, kernels: list[int]) -> list[int]:
+    """``Hout · Wout`` of each convolution of the backbone, in order."""
+    s = config.image_size
+    out = []
+    for k in kernels:
+        if config.name == "seed":  # valid conv, then pool 2
+            s = s - k + 1
+            out.append(s * s)
+        else:  # conv4: same conv, then pool 2
+            out.append(s * s)
+        s //= 2
+    return out
+
+
+def backbone_flops(config: BackboneConfig) -> Flops:
+    """FLOPs of the backbone on **one image**."""
+    weights = [p for p in backbone_spec(config) if p.name.endswith(".weight")
+               and p.layout in (Layout.CONV2D, Layout.DENSE, Layout.FLATTEN_DENSE)]
+    convs = [p for p in weights if p.layout is Layout.CONV2D]
+    positions = _conv_positions(config, [p.shape[-1] for p in convs])
+    per_layer = []
+    for p in weights:
+        per_position = 2.0 * float(np.prod(p.shape))  # 2 · Cout · Cin · k² or 2 · out · in
+        per_layer.append(per_position * (positions[convs.index(p)] if p in convs else 1))
+    first, rest = per_layer[0], sum(per_layer[1:])
+    return Flops(forward=first + rest, train=2 * first + 3 * rest)
+
+
+#: ``--backbone``, the option of every model built on a backbone.
+BACKBONE_OPTION = Option(("--backbone",), {"default": "conv4", "choices": BACKBONES,
+                                            "help": "embedding network: " + " | ".join(BACKBONES)})

@@ -17,14 +17,22 @@ Parameters (canonical = torch names and layouts, see :func:`param_spec`):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from metalearn_shared.config import LSTMConfig, MANNConfig
+from metalearn_shared import losses, registry
+from metalearn_shared.config import ConfigMixin
 from metalearn_shared.episodes import SequenceEpisode
+from metalearn_shared.flops import Flops, dense_flops
 from metalearn_shared.weights import ParamSpec, dense, lstm
 
 __all__ = [
+    "LSTMConfig",
+    "SequenceConfig",
+    "SPEC",
+    "sequence_spec",
     "param_spec",
     "check_sequence_inputs",
     "sigmoid",
@@ -34,6 +42,39 @@ __all__ = [
     "join_inputs",
     "reference_forward",
 ]
+
+
+class SequenceConfig(Protocol):
+    """What the shared sequence-model pieces read of a config (the LSTM's and the MANN's)."""
+
+    image_size: int
+    num_classes: int
+    label_groups: int
+
+    @property
+    def input_size(self) -> int: ...
+
+    @property
+    def label_size(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class LSTMConfig(ConfigMixin):
+    """LSTM-only baseline on MANN episodes (the paper's comparison row)."""
+
+    model: ClassVar[str] = "lstm"
+    image_size: int = 20
+    num_classes: int = 5
+    label_groups: int = 1
+    controller_units: int = 200
+
+    @property
+    def input_size(self) -> int:
+        return self.image_size * self.image_size
+
+    @property
+    def label_size(self) -> int:
+        return self.num_classes * self.label_groups
 
 
 def param_spec(config: LSTMConfig) -> list[ParamSpec]:
@@ -46,7 +87,7 @@ def param_spec(config: LSTMConfig) -> list[ParamSpec]:
 
 
 def check_sequence_inputs(
-    config: LSTMConfig | MANNConfig,
+    config: SequenceConfig,
     x_shape: Sequence[int | None],
     prev_label_shape: Sequence[int | None],
 ) -> None:
@@ -114,7 +155,7 @@ def lstm_step(
     return h, c
 
 
-def group_logits(logits: np.ndarray, config: LSTMConfig | MANNConfig) -> np.ndarray:
+def group_logits(logits: np.ndarray, config: SequenceConfig) -> np.ndarray:
     """``(B, T, G*C)`` → ``(B, T, C)`` when ``G = 1``, else ``(B, T, G, C)`` (group-major)."""
     if config.label_groups == 1:
         return logits
@@ -144,7 +185,7 @@ def inputs_and_target(
     return (x, prev_label), y
 
 
-def join_inputs(config: LSTMConfig | MANNConfig, x: np.ndarray, prev_label: np.ndarray
+def join_inputs(config: SequenceConfig, x: np.ndarray, prev_label: np.ndarray
                 ) -> np.ndarray:
     """Check shapes (:func:`check_sequence_inputs`) and return ``[x ; prev_label]`` float64."""
     check_sequence_inputs(config, np.shape(x), np.shape(prev_label))
@@ -175,3 +216,76 @@ def reference_forward(
         h, c = lstm_step(params, "controller", inputs[:, step], h, c)
         logits[:, step] = h @ w_o.T + b_o
     return group_logits(logits, config)
+
+
+# -- the model contract (metalearn_shared.registry), and what the MANN's reuses --------------
+def sequence_parity_cases(make: Any, name: str, tiny: bool, tiny_extra: dict[str, Any],
+                          small_extra: dict[str, Any]) -> list[registry.ParityCase]:
+    """Parity cases of a sequence model built by ``make(**kwargs)``.
+
+    Tiny: 8x8 images, 12 units, 4 presentations per class. Otherwise one small enough to be
+    quick (10x10 images, 24 units) and the paper's sizes (20x20 images, 200 units), forward
+    only, torch → Keras.
+    """
+    ways = registry.PARITY_WAYS
+    if tiny:
+        return [registry.ParityCase(f"{name}-tiny", make(image_size=8, num_classes=ways,
+                                                         controller_units=12, **tiny_extra),
+                                    batch=2, glyphs=(8, 4), samples_per_class=4)]
+    return [
+        registry.ParityCase(name, make(image_size=10, num_classes=ways, controller_units=24,
+                                       **small_extra), batch=2, glyphs=(12, 10)),
+        registry.ParityCase(f"{name}-paper-sizes", make(), batch=2, glyphs=(ways, 10),
+                            train=False, both_directions=False),
+    ]
+
+
+def sequence_workloads(make: Any, name: str, quick: bool, small: dict[str, Any]
+                       ) -> list[registry.Workload]:
+    """One workload: 5-way episodes of 10 presentations per class, 16 per step (quick: 2-way,
+    2 presentations, 2 per step, with ``small`` sizes)."""
+    ways, per_class, batch = (2, 2, 2) if quick else (5, 10, 16)
+    config = make(num_classes=ways, **(small if quick else {}))
+    return [registry.Workload(name, config, registry.Task(batch=batch, ways=ways,
+                                                          samples_per_class=per_class),
+                              image_size=config.image_size, conv=False)]
+
+
+def _flops(config: LSTMConfig, task: registry.Task) -> tuple[float, float]:
+    spec = param_spec(config)
+    first = dense_flops([p for p in spec if p.name == "controller.weight_ih"])
+    rest = dense_flops(spec) - first  # the input matmul reads data: no input gradient
+    return tuple(Flops(first + rest, 2 * first + 3 * rest) * (task.batch * task.steps))
+
+
+#: The training defaults of the sequence models: Santoro et al. 2016 train with RMSprop 1e-4
+#: on 20x20 images, 16 episodes per step.
+SEQUENCE_DEFAULTS = registry.TrainDefaults(batch=16, lr=1e-4, optimizer="rmsprop", image_size=20)
+
+
+def sequence_spec(**fields: Any) -> registry.ModelSpec:
+    """A :class:`~metalearn_shared.registry.ModelSpec` with what every sequence model shares:
+    family, task contract, config from ``--size``/``--ways``, defaults."""
+    cls = fields["config_cls"]
+    return registry.ModelSpec(**{
+        "family": "sequence",
+        "inputs_and_target": inputs_and_target,
+        "config_from_args": lambda args, size: cls(image_size=size, num_classes=args.ways),
+        "args_from_config": lambda c: {"size": c.image_size, "ways": c.num_classes},
+        "defaults": SEQUENCE_DEFAULTS,
+        "reference_loss": lambda target, logits: float(
+            losses.sequence_cross_entropy(target, logits).mean()),
+        **fields,
+    })
+
+
+SPEC = registry.register_model(sequence_spec(
+    name="lstm",
+    summary="LSTM baseline on MANN episodes (Santoro et al. 2016's comparison row)",
+    config_cls=LSTMConfig,
+    param_spec=param_spec,
+    parity_cases=lambda tiny: sequence_parity_cases(LSTMConfig, "lstm", tiny, {}, {}),
+    workloads=lambda quick: sequence_workloads(LSTMConfig, "lstm", quick, {"controller_units": 16}),
+    flops=_flops,
+    reference_forward=reference_forward,
+))

@@ -67,21 +67,29 @@ re-exported here so that every model's spec module has one).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from metalearn_shared.config import MANNConfig
+from metalearn_shared import registry
+from metalearn_shared.config import ConfigMixin, check
+from metalearn_shared.flops import Flops, dense_flops
 from metalearn_shared.models.lstm import (
     group_logits,
     inputs_and_target,
     join_inputs,
     lstm_step,
+    sequence_parity_cases,
+    sequence_spec,
+    sequence_workloads,
     sigmoid,
 )
 from metalearn_shared.weights import ParamSpec, dense, lstm
 
 __all__ = [
+    "MANNConfig",
+    "SPEC",
     "param_spec",
     "MANNTrace",
     "cosine",
@@ -90,6 +98,46 @@ __all__ = [
     "reference_forward",
     "inputs_and_target",
 ]
+
+
+@dataclass(frozen=True)
+class MANNConfig(ConfigMixin):
+    """Memory-augmented neural network with LRUA memory (Santoro et al. 2016).
+
+    Attributes:
+        image_size: images are flattened to ``image_size**2`` inputs (20 default).
+        num_classes: output classes per step (ways); ``label_groups`` softmaxes of this size.
+        label_groups: 1 for one-hot labels; 5 for Santoro's 5-character string labels.
+        controller_units: LSTM controller size.
+        memory_slots, memory_width: memory ``M`` is ``(slots, width)``.
+        read_heads: number of read (and write) heads.
+        gamma: usage decay.
+        memory_init: constant the memory starts at, so cosine similarity is defined.
+        cosine_eps: epsilon in the cosine similarity's denominator.
+    """
+
+    model: ClassVar[str] = "mann"
+    image_size: int = 20
+    num_classes: int = 5
+    label_groups: int = 1
+    controller_units: int = 200
+    memory_slots: int = 128
+    memory_width: int = 40
+    read_heads: int = 4
+    gamma: float = 0.95
+    memory_init: float = 1e-6
+    cosine_eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        check(self.read_heads <= self.memory_slots, "read_heads must not exceed memory_slots.")
+
+    @property
+    def input_size(self) -> int:
+        return self.image_size * self.image_size
+
+    @property
+    def label_size(self) -> int:
+        return self.num_classes * self.label_groups
 
 
 class MANNTrace(NamedTuple):
@@ -239,3 +287,35 @@ def reference_forward(
         out.usage[:, step] = usage
         out.least_used[:, step] = lu
     return out._replace(logits=group_logits(out.logits, config))
+
+
+# -- the model contract (metalearn_shared.registry) -----------------------------------------
+def _flops(config: MANNConfig, task: registry.Task) -> tuple[float, float]:
+    """Controller and heads (dense), plus the memory per step and episode: write
+    ``2·H·N·W`` (outer products summed over heads), cosine numerators ``2·H·N·W``, norms
+    ``2·N·W + 2·H·W``, read ``2·H·N·W``. The controller reads the previous read vector, so
+    every layer counts 3 × in training (torch's ``FlopCounterMode``, which counts only matrix
+    products, finds ~7% less)."""
+    h, n, w = config.read_heads, config.memory_slots, config.memory_width
+    memory = 6.0 * h * n * w + 2.0 * n * w + 2.0 * h * w
+    per_step = dense_flops(param_spec(config)) + memory
+    return tuple(Flops(per_step, 3 * per_step) * (task.batch * task.steps))
+
+
+SPEC = registry.register_model(sequence_spec(
+    name="mann",
+    summary="MANN with LRUA memory (Santoro et al. 2016)",
+    config_cls=MANNConfig,
+    param_spec=param_spec,
+    # Small enough to be quick, large enough that the LRUA reuses every slot (50 steps x 3
+    # heads over 16 slots); then the paper's sizes (128 x 40 memory, 4 heads), forward only.
+    parity_cases=lambda tiny: sequence_parity_cases(
+        MANNConfig, "mann", tiny, {"memory_slots": 8, "memory_width": 4, "read_heads": 2},
+        {"memory_slots": 16, "memory_width": 6, "read_heads": 3}),
+    workloads=lambda quick: sequence_workloads(MANNConfig, "mann", quick, {
+        "controller_units": 16, "memory_slots": 8, "memory_width": 4, "read_heads": 1}),
+    flops=_flops,
+    reference_forward=reference_forward,
+    trace_fields=("logits", "read_weights", "write_weights", "usage"),
+    trace_exact=("least_used",),
+))

@@ -17,17 +17,27 @@ Task contract (what a generic trainer relies on; both frameworks):
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
-from metalearn_shared import losses
-from metalearn_shared.config import BACKBONES, BackboneConfig, ProtoNetConfig
+from metalearn_shared import losses, registry
+from metalearn_shared.config import BACKBONES, BackboneConfig, ConfigMixin
 from metalearn_shared.episodes import FewShotEpisode
-from metalearn_shared.models.backbones import backbone_spec
+from metalearn_shared.flops import Flops
+from metalearn_shared.models.backbones import BACKBONE_OPTION, backbone_flops, backbone_spec
 from metalearn_shared.weights import ParamSpec
 
-__all__ = ["variants", "param_spec", "loss_for", "logits", "predict", "inputs_and_target"]
+__all__ = ["ProtoNetConfig", "SPEC", "variants", "param_spec", "loss_for", "logits", "predict", "inputs_and_target"]
+
+
+@dataclass(frozen=True)
+class ProtoNetConfig(ConfigMixin):
+    """Prototypical network (Snell et al. 2017) on a backbone."""
+
+    model: ClassVar[str] = "protonet"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
 
 
 def variants(image_size: int = 28) -> list[tuple[str, ProtoNetConfig]]:
@@ -72,3 +82,45 @@ def inputs_and_target(
             f"{np.shape(episode.support_x)}. Use FewShotSampler.episode(i), not .batch(start, size)."
         )
     return (episode.support_x, episode.support_y, episode.query_x), episode.query_y
+
+
+# -- the model contract (metalearn_shared.registry) -----------------------------------------
+def _parity_cases(tiny: bool) -> list[registry.ParityCase]:
+    if tiny:  # conv4 with 8 channels at 16 px: BatchNorm in both modes
+        return [registry.ParityCase("protonet-conv4-16px-8ch",
+                                    ProtoNetConfig(BackboneConfig("conv4", image_size=16, hidden=8)))]
+    return [registry.ParityCase(n, c) for n, c in variants()]
+
+
+def _workloads(quick: bool) -> list[registry.Workload]:
+    size, queries = (16, 1) if quick else (28, 15)
+    hidden = {"hidden": 8} if quick else {}
+    config = ProtoNetConfig(backbone=BackboneConfig(name="conv4", image_size=size, **hidden))
+    return [registry.Workload(f"protonet-{ways}w1s{queries}q", config,
+                              registry.Task(ways=ways, shots=1, queries=queries), image_size=size)
+            for ways in ((3,) if quick else (5, 20))]
+
+
+def _flops(config: ProtoNetConfig, task: registry.Task) -> tuple[float, float]:
+    images = task.ways * (task.shots + task.queries)
+    dist = 3.0 * task.ways * task.queries * task.ways * config.backbone.output_dim  # 3·Q·N·D
+    return tuple(backbone_flops(config.backbone) * images + Flops(dist, 3 * dist))
+
+
+SPEC = registry.register_model(registry.ModelSpec(
+    name="protonet",
+    summary="Prototypical network (Snell et al. 2017)",
+    config_cls=ProtoNetConfig,
+    family="fewshot",
+    param_spec=param_spec,
+    inputs_and_target=inputs_and_target,
+    config_from_args=lambda args, size: ProtoNetConfig(
+        backbone=BackboneConfig(name=args.backbone, image_size=size)),
+    args_from_config=lambda c: {"backbone": c.backbone.name, "size": c.backbone.image_size},
+    defaults=registry.TrainDefaults(batch=1, lr=1e-3, optimizer="adam", image_size=28),
+    options=(BACKBONE_OPTION,),
+    parity_cases=_parity_cases,
+    workloads=_workloads,
+    flops=_flops,
+    predicts=True,
+))

@@ -35,17 +35,26 @@ All reference functions take embeddings in canonical (torch) element order; see
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
-from metalearn_shared import losses
-from metalearn_shared.config import BACKBONES, SIAMESE_HEADS, BackboneConfig, SiameseConfig
+from metalearn_shared import losses, registry
+from metalearn_shared.config import BACKBONES, BackboneConfig, ConfigMixin, check
 from metalearn_shared.episodes import PairBatch
-from metalearn_shared.models.backbones import backbone_spec, embedding_chw
+from metalearn_shared.models.backbones import (
+    BACKBONE_OPTION,
+    backbone_flops,
+    backbone_spec,
+    embedding_chw,
+)
 from metalearn_shared.weights import ParamSpec, dense
 
 __all__ = [
+    "SIAMESE_HEADS",
+    "SiameseConfig",
+    "SPEC",
     "variants",
     "param_spec",
     "loss_for",
@@ -55,6 +64,34 @@ __all__ = [
     "predict_from_scores",
     "inputs_and_target",
 ]
+
+
+SIAMESE_HEADS = ("contrastive", "cosine", "koch")
+
+
+@dataclass(frozen=True)
+class SiameseConfig(ConfigMixin):
+    """Siamese network: twin embedding + one of three heads.
+
+    Attributes:
+        backbone: the shared embedding network.
+        head: ``"contrastive"`` (Euclidean distance + contrastive loss, label 1 = same),
+            ``"cosine"`` (cosine embedding loss, label +1 = same, the seed's code) or
+            ``"koch"`` (L1 of the twin embeddings → Dense(1) → sigmoid, BCE).
+        margin: contrastive / cosine-embedding margin; ``None`` picks the head's default:
+            1.0 for contrastive (a distance), 0.0 for cosine (torch's default; a cosine
+            margin of 1 would never penalise a different pair). Unused by ``koch``.
+    """
+
+    model: ClassVar[str] = "siamese"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: str = "contrastive"
+    margin: float | None = None
+
+    def __post_init__(self) -> None:
+        check(self.head in SIAMESE_HEADS, f"unknown head {self.head!r}; choose one of {SIAMESE_HEADS}.")
+        if self.margin is None:
+            object.__setattr__(self, "margin", 1.0 if self.head == "contrastive" else 0.0)
 
 
 def variants(image_size: int = 28) -> list[tuple[str, SiameseConfig]]:
@@ -173,3 +210,67 @@ def inputs_and_target(batch: PairBatch) -> tuple[tuple[np.ndarray, np.ndarray], 
             "Use PairSampler.episode(i), not .batch(start, size)."
         )
     return (batch.x1, batch.x2), np.asarray(batch.y, dtype=np.float32)
+
+
+# -- the model contract (metalearn_shared.registry) -----------------------------------------
+#: Pairs per step in the parity cases.
+PARITY_PAIRS = 8
+
+
+def batch_accuracy(config: SiameseConfig, output: np.ndarray, target: np.ndarray) -> float:
+    """Same/different decided by the head's natural threshold: distance < margin / 2,
+    cosine > 0, Koch logit > 0; against the labels 1 = same."""
+    output = np.asarray(output)
+    same = output < config.margin / 2 if config.head == "contrastive" else output > 0
+    return float(np.mean(same == (np.asarray(target) > 0)))
+
+
+def _parity_cases(tiny: bool) -> list[registry.ParityCase]:
+    if tiny:  # the seed network at 20 px: its first dense layer reads a 2x2 map (flatten permutation)
+        config = SiameseConfig(BackboneConfig("seed", image_size=20), head="koch")
+        return [registry.ParityCase("siamese-koch-seed-20px", config, batch=PARITY_PAIRS)]
+    out = [registry.ParityCase(n, c, batch=PARITY_PAIRS) for n, c in variants()]
+    # conv4 ends on a 2x2 map at 32 px: the Koch head's kernel needs the flatten
+    # permutation (at 28 px the map is 1x1 and the permutation is the identity).
+    return out + [registry.ParityCase(
+        "siamese-koch-conv4-32px", SiameseConfig(BackboneConfig("conv4", image_size=32), head="koch"),
+        batch=PARITY_PAIRS)]
+
+
+def _workloads(quick: bool) -> list[registry.Workload]:
+    """The seed network with the seed's cosine head, and conv4 with the contrastive head."""
+    size, pairs = (16, 4) if quick else (28, 128)
+    hidden = {"hidden": 8} if quick else {}
+    return [registry.Workload(f"siamese-{b}", SiameseConfig(
+                BackboneConfig(name=b, image_size=size, **hidden), head=h),
+                registry.Task(batch=pairs), unit="pairs", image_size=size)
+            for b, h in (("seed", "cosine"), ("conv4", "contrastive")) if not (quick and b == "conv4")]
+
+
+def _flops(config: SiameseConfig, task: registry.Task) -> tuple[float, float]:
+    return tuple(backbone_flops(config.backbone) * (2 * task.batch))  # both images of every pair
+
+
+SPEC = registry.register_model(registry.ModelSpec(
+    name="siamese",
+    summary="Siamese network: twin embedding, contrastive | cosine | koch head",
+    config_cls=SiameseConfig,
+    family="pairs",
+    param_spec=param_spec,
+    inputs_and_target=inputs_and_target,
+    config_from_args=lambda args, size: SiameseConfig(
+        backbone=BackboneConfig(name=args.backbone, image_size=size), head=args.head),
+    args_from_config=lambda c: {"backbone": c.backbone.name, "size": c.backbone.image_size,
+                                "head": c.head},
+    defaults=registry.TrainDefaults(batch=32, lr=1e-3, optimizer="adam", image_size=28),
+    options=(BACKBONE_OPTION, registry.Option(("--head",), {
+        "default": "contrastive", "choices": SIAMESE_HEADS,
+        "help": "siamese head: " + " | ".join(SIAMESE_HEADS)})),
+    parity_cases=_parity_cases,
+    workloads=_workloads,
+    flops=_flops,
+    batch_accuracy=batch_accuracy,
+    predicts=True,
+    # The seed document's network: seed backbone, cosine embedding loss.
+    seed_document=SiameseConfig(backbone=BackboneConfig(name="seed"), head="cosine"),
+))

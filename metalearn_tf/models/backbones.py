@@ -203,6 +203,11 @@ class TaskMixin:
         """A sampler's batch → ``(inputs, target)`` numpy arrays: a ``PyDataset`` item."""
         return cls.spec.inputs_and_target(batch)
 
+    def batch_accuracy(self, output: Any, target: Any) -> Any:
+        """Keras mirror of the spec's ``batch_accuracy`` (argmax of the logits)."""
+        pred = ops.argmax(output, axis=-1)
+        return ops.mean(ops.cast(ops.equal(pred, ops.cast(target, pred.dtype)), "float32"))
+
     def get_config(self) -> dict[str, Any]:
         """The config dataclass as a dict (``to_dict``)."""
         return self.config.to_dict()  # type: ignore[attr-defined]

@@ -16,10 +16,9 @@ from typing import Any, ClassVar
 import keras
 from keras import ops
 
-from metalearn_shared.config import LSTMConfig, MANNConfig
 from metalearn_shared.episodes import SequenceEpisode
 from metalearn_shared.models import lstm as spec
-from metalearn_shared.models.lstm import check_sequence_inputs
+from metalearn_shared.models.lstm import LSTMConfig, SequenceConfig, check_sequence_inputs
 from metalearn_tf import losses
 from metalearn_tf.models.backbones import seeded
 
@@ -45,7 +44,7 @@ class SequenceModel(keras.Model):
 
     config_cls: ClassVar[type] = LSTMConfig
 
-    def __init__(self, config: LSTMConfig | MANNConfig | dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, config: SequenceConfig | dict[str, Any], **kwargs: Any) -> None:
         if isinstance(config, dict):
             config = self.config_cls.from_dict(config)
         kwargs.setdefault("name", config.model)
@@ -91,6 +90,11 @@ class SequenceModel(keras.Model):
     def make_loss(self) -> keras.losses.Loss:
         """Sequence cross-entropy, mean over steps and episodes; ``loss(y, logits)``."""
         return losses.SequenceCrossEntropy()
+
+    def batch_accuracy(self, output: Any, target: Any) -> Any:
+        """Keras mirror of the spec's ``batch_accuracy`` (argmax of the logits)."""
+        pred = ops.argmax(output, axis=-1)
+        return ops.mean(ops.cast(ops.equal(pred, ops.cast(target, pred.dtype)), "float32"))
 
     @staticmethod
     def inputs_and_target(episode: SequenceEpisode) -> tuple[tuple[Any, Any], Any]:

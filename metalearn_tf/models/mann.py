@@ -17,8 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from metalearn_shared.config import MANNConfig
-from metalearn_shared.models.mann import MANNTrace
+from metalearn_shared.models.mann import MANNConfig, MANNTrace
 from metalearn_tf.models.backbones import seeded
 from metalearn_tf.models.lstm import SequenceModel
 

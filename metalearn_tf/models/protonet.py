@@ -18,10 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
-from metalearn_shared.config import ProtoNetConfig
 from metalearn_shared.models import protonet as spec
+from metalearn_shared.models.protonet import ProtoNetConfig
 from metalearn_tf import losses
 from metalearn_tf.models.backbones import TaskMixin, make_backbone, seeded
 
@@ -85,6 +86,11 @@ class PrototypicalNetwork(TaskMixin, keras.Model):
         b = ops.shape(s)[0]
         protos = ops.matmul(ops.transpose(onehot), e[:b]) / ops.sum(onehot, axis=0)[:, None]
         return -losses.squared_euclidean(e[b:, None, :], protos[None, :, :])  # (Q, N)
+
+    def one_shot_scores(self, train_x: Any, test_x: Any) -> Any:
+        """``(Q, K)`` logits of each test image for each training image as its own class
+        (one-shot runs)."""
+        return self((train_x, np.arange(len(train_x)), test_x), training=False, ways=len(train_x))
 
     def predict_episode(
         self, support_x: Any, support_y: Any, query_x: Any, ways: int | None = None

@@ -23,8 +23,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from metalearn_shared.config import SiameseConfig
 from metalearn_shared.models import siamese as spec
+from metalearn_shared.models.siamese import SiameseConfig
 from metalearn_tf import losses
 from metalearn_tf.models.backbones import TaskMixin, make_backbone, seeded
 
@@ -91,6 +91,17 @@ class SiameseNetwork(TaskMixin, keras.Model):
             raise ValueError(f"same_probability needs the koch head; this model's head is "
                              f"{self.config.head!r} (its output is not a logit).")
         return ops.sigmoid(self((x1, x2), training=False))
+
+    def batch_accuracy(self, output: Any, target: Any) -> Any:
+        """Keras mirror of :func:`metalearn_shared.models.siamese.batch_accuracy`."""
+        c = self.config
+        same = output < c.margin / 2 if c.head == "contrastive" else output > 0
+        return ops.mean(ops.cast(ops.equal(same, target > 0), "float32"))
+
+    def one_shot_scores(self, train_x: Any, test_x: Any) -> Any:
+        """``(Q, K)`` similarity of each test image to each training image (one-shot runs)."""
+        return self.support_scores(self.embed(train_x, training=False),
+                                   self.embed(test_x, training=False))
 
     def support_scores(self, support_emb: Any, query_emb: Any) -> Any:
         """``(Q, S)`` similarity of each query to each support embedding, higher = closer."""

@@ -163,6 +163,10 @@ class TaskMixin:
         *inputs, target = to_tensors((*inputs, target), self)  # type: ignore[arg-type]
         return tuple(inputs), target
 
+    def batch_accuracy(self, output: Tensor, target: Tensor) -> Tensor:
+        """On-device mirror of the spec's ``batch_accuracy`` (argmax of the logits; no host sync)."""
+        return (output.argmax(-1) == target).float().mean()
+
     def compute_loss_on(self, batch: Any) -> Tensor:
         """Mean loss on one sampler batch (train or eval mode as set): ``make_loss()(model(*inputs), target)``."""
         inputs, target = self.inputs_and_target(batch)

@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalearn_shared.config import LSTMConfig, MANNConfig
 from metalearn_shared.episodes import SequenceEpisode
 from metalearn_shared.models import lstm as spec
-from metalearn_shared.models.lstm import check_sequence_inputs
+from metalearn_shared.models.lstm import LSTMConfig, SequenceConfig, check_sequence_inputs
 from metalearn_torch import losses
 from metalearn_torch.models.backbones import seeded, to_tensors
 
@@ -130,7 +129,7 @@ class SequenceModel(nn.Module):
     #: the module :meth:`compile_cell` compiles; set by subclasses.
     cell: nn.Module
 
-    def __init__(self, config: LSTMConfig | MANNConfig) -> None:
+    def __init__(self, config: SequenceConfig) -> None:
         super().__init__()
         self.config = config
 
@@ -170,6 +169,10 @@ class SequenceModel(nn.Module):
         (x, prev_label), y = spec.inputs_and_target(episode)
         x, prev_label, y = to_tensors((x, prev_label, y), self)
         return (x, prev_label), y
+
+    def batch_accuracy(self, output: Tensor, target: Tensor) -> Tensor:
+        """On-device mirror of the spec's ``batch_accuracy`` (argmax of the logits; no host sync)."""
+        return (output.argmax(-1) == target).float().mean()
 
     def compute_loss_on(self, episode: SequenceEpisode) -> Tensor:
         """Mean loss of the model on a batch of episodes."""

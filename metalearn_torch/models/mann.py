@@ -17,8 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from metalearn_shared.config import MANNConfig
-from metalearn_shared.models.mann import MANNTrace
+from metalearn_shared.models.mann import MANNConfig, MANNTrace
 from metalearn_torch.models.backbones import seeded
 from metalearn_torch.models.lstm import LSTMCell, LSTMState, SequenceModel, glorot_dense, unroll
 

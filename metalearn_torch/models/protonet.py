@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalearn_shared.config import ProtoNetConfig
 from metalearn_shared.models import protonet as spec
+from metalearn_shared.models.protonet import ProtoNetConfig
 from metalearn_torch import losses
 from metalearn_torch.models.backbones import TaskMixin, inference, make_backbone, seeded
 
@@ -76,6 +76,12 @@ class PrototypicalNetwork(TaskMixin, nn.Module):
         onehot = F.one_hot(support_y.long(), ways).to(e.dtype)  # (S, N)
         protos = onehot.T @ e[:n_s] / onehot.sum(0)[:, None]  # (N, D)
         return -losses.squared_euclidean(e[n_s:, None, :], protos[None, :, :])  # (Q, N)
+
+    def one_shot_scores(self, train_x: Tensor, test_x: Tensor) -> Tensor:
+        """``(Q, K)`` logits of each test image for each training image as its own class
+        (one-shot runs)."""
+        labels = torch.arange(len(train_x), device=train_x.device)
+        return self(train_x, labels, test_x, len(train_x))
 
     def predict_episode(
         self, support_x: Any, support_y: Any, query_x: Any, ways: int | None = None

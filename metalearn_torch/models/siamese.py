@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metalearn_shared.config import SiameseConfig
 from metalearn_shared.models import siamese as spec
+from metalearn_shared.models.siamese import SiameseConfig
 from metalearn_torch import losses
 from metalearn_torch.models.backbones import TaskMixin, inference, make_backbone, seeded
 
@@ -79,6 +79,16 @@ class SiameseNetwork(TaskMixin, nn.Module):
             raise ValueError(f"same_probability needs the koch head; this model's head is "
                              f"{self.config.head!r} (its output is not a logit).")
         return torch.sigmoid(self(x1, x2))
+
+    def batch_accuracy(self, output: Tensor, target: Tensor) -> Tensor:
+        """On-device mirror of :func:`metalearn_shared.models.siamese.batch_accuracy`."""
+        c = self.config
+        same = output < c.margin / 2 if c.head == "contrastive" else output > 0
+        return (same == (target > 0)).float().mean()
+
+    def one_shot_scores(self, train_x: Tensor, test_x: Tensor) -> Tensor:
+        """``(Q, K)`` similarity of each test image to each training image (one-shot runs)."""
+        return self.support_scores(self.embed(train_x), self.embed(test_x))
 
     def support_scores(self, support_emb: Tensor, query_emb: Tensor) -> Tensor:
         """``(Q, S)`` similarity of each query to each support embedding, higher = closer."""

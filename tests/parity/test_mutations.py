@@ -16,7 +16,7 @@ still looks right); torch's LRUA ranking breaking usage ties by the highest inde
 ``TorchAdam`` adding epsilon inside the square root.
 
 One error the new checks cannot see: the reversed LRUA tie rule only relabels memory slots
-(see its row): the slot-level checks (the exact ``lrua`` choices, the ``spec`` figures of
+(see its row): the slot-level checks (the ``exact`` group: the LRUA's slot choices, the ``spec`` figures of
 read/write weights and usage) catch it, and its row asserts that the new checks stay quiet.
 """
 
@@ -29,8 +29,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 
+from metalearn.parity import run_case
+from metalearn.parity_report import summarise
 from metalearn_shared import parity, weights
-from metalearn_shared.parity_report import summarise
 
 pytestmark = pytest.mark.parity
 
@@ -167,13 +168,13 @@ MUTATIONS = [
              _keras_layout(weights.Layout.FLATTEN_DENSE, _as_dense, _as_dense),
              SIAMESE, "sgd", TO_KERAS, frozenset({"forward", "grad", "loss", "step"}),
              either=frozenset({"train"})),
-    # lrua inf, spec 8.4e4; forward 0.012, step 1.7e-4, train 5.7e-4
+    # exact inf, spec 8.4e4; forward 0.012, step 1.7e-4, train 5.7e-4
     Mutation("lrua-ties-highest-index", _torch_lrua_ties_high, MANN, "sgd", TO_TORCH,
-             frozenset({"lrua", "spec"}),
+             frozenset({"exact", "spec"}),
              missed="the slots a tie leaves to the rule hold identical memory, usage and read "
                     "weights, and every later operation treats slots alike (softmax over "
                     "cosine similarities, sums): the reversed rule permutes the slots and "
-                    "changes no output, loss or gradient. Only the slot-level figures (lrua; "
+                    "changes no output, loss or gradient. Only the slot-level figures (exact; "
                     "spec: read/write weights, usage) see it."),
     # update 67; step 6e-3, train 0.08 (Adam's forced steps of trainables are left to
     # ``update``, and its free-running floor is wide: see metalearn_shared.parity)
@@ -189,7 +190,7 @@ def _case(model: str, optimizer: str) -> parity.Case:
 
 def _failing(case: parity.Case, direction: str, workdir: Any) -> tuple[set[str], dict[str, float]]:
     """The groups with a failing figure, and the worst ratio (error / allowed) per group."""
-    record = summarise(parity.run_case(case, direction, workdir, steps=STEPS,
+    record = summarise(run_case(case, direction, workdir, steps=STEPS,
                                        floor_runs=FLOOR_RUNS))
     worst: dict[str, float] = {}
     for f in record["figures"]:

@@ -1,7 +1,7 @@
 """Keras ↔ PyTorch parity of the metric models (issue 3), through a canonical checkpoint file.
 
 For each Siamese head × backbone and ProtoNet backbone of the registry
-(:func:`metalearn_shared.parity.cases`), in both directions, :func:`~metalearn_shared.parity.run_case`
+(:func:`metalearn_shared.parity.cases`), in both directions, :func:`~metalearn.parity.run_case`
 creates weights in the source framework (BatchNorm statistics and affine made non-trivial),
 saves a canonical checkpoint file, loads it with the other framework's ``load_checkpoint``,
 and on identical episodes from the shared samplers compares:
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import pytest
 
+from metalearn.parity import run_case
 from metalearn_shared import parity
 from metalearn_shared.models import protonet, siamese
 
@@ -47,4 +48,4 @@ def test_every_variant_is_a_case():
 @pytest.mark.parametrize(("case", "direction"),
                          [pytest.param(c, d, id=f"{c.name}-{d}") for c in CASES for d in c.directions])
 def test_parity(case, direction, tmp_path):
-    assert_case(parity.run_case(case, direction, tmp_path, steps=STEPS), STEPS)
+    assert_case(run_case(case, direction, tmp_path, steps=STEPS), STEPS)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import pytest
 
+from metalearn.parity import run_case
+from metalearn.parity_report import summarise
 from metalearn_shared import parity
-from metalearn_shared.parity_report import summarise
 
 from .checks import assert_case
 
@@ -35,13 +36,13 @@ def test_every_matched_optimizer_is_a_case():
 @pytest.mark.parametrize(("case", "direction"),
                          [pytest.param(c, d, id=f"{c.name}-{d}") for c in CASES for d in c.directions])
 def test_parity(case, direction, tmp_path):
-    assert_case(parity.run_case(case, direction, tmp_path, steps=STEPS), STEPS)
+    assert_case(run_case(case, direction, tmp_path, steps=STEPS), STEPS)
 
 
 def test_native_adam_differs(tmp_path):
     """torch.optim.Adam and keras.optimizers.Adam at the same epsilon are two rules: the
     update check (same weights, state and gradients) tells them apart."""
     case = next(c for c in parity.cases("lstm", tiny=True, optimizers=("adam",)))
-    record = summarise(parity.run_case(case, "torch_to_keras", tmp_path, steps=3))
+    record = summarise(run_case(case, "torch_to_keras", tmp_path, steps=3))
     failed = {f["group"] for f in record["figures"] if not f["passed"]}
     assert "update" in failed, failed

@@ -1,7 +1,7 @@
 """Keras ↔ PyTorch parity of the sequence models (issue 4), through a canonical checkpoint file.
 
 For the MANN and the LSTM baseline (:func:`metalearn_shared.parity.cases`), in both
-directions, :func:`~metalearn_shared.parity.run_case` creates weights in the source
+directions, :func:`~metalearn.parity.run_case` creates weights in the source
 framework, saves a canonical checkpoint file and loads it with the other framework's
 ``load_checkpoint``; then, on identical episodes from the shared ``SequenceSampler``, compares:
 
@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import pytest
 
+from metalearn.parity import run_case
 from metalearn_shared import parity
-from metalearn_shared.config import LSTMConfig, MANNConfig
+from metalearn_shared.models.lstm import LSTMConfig
+from metalearn_shared.models.mann import MANNConfig
 
 from .checks import assert_case
 
@@ -43,11 +45,11 @@ def test_paper_sizes_are_a_case():
 @pytest.mark.parametrize(("case", "direction"),
                          [pytest.param(c, d, id=f"{c.name}-{d}") for c in CASES for d in c.directions])
 def test_parity(case, direction, tmp_path):
-    result = parity.run_case(case, direction, tmp_path, steps=STEPS)
+    result = run_case(case, direction, tmp_path, steps=STEPS)
     first = result.comparisons[0]  # before training: logits vs src, (B, T, C)
-    assert first.expected.shape == (parity.SEQUENCE_BATCH, parity.WAYS * parity.SAMPLES,
+    assert first.expected.shape == (case.batch, parity.WAYS * case.samples_per_class,
                                     case.config.num_classes), first.what
     assert all(c.scale == 1.0 for c in result.comparisons)  # absolute bounds for sequences
     if case.model == "mann":
-        assert any(c.group == "lrua" for c in result.comparisons)
+        assert any(c.group == "exact" for c in result.comparisons)
     assert_case(result, STEPS, moved_factor=100.0)

@@ -7,7 +7,10 @@ Formats (told apart by content, not only by suffix):
 * **torch** — safetensors of the full torch ``state_dict`` (``num_batches_tracked``
   included), metadata ``format = metalearn-torch/1``; loadable with
   ``model.load_state_dict(safetensors.torch.load_file(path))``;
-* **tf** — a Keras 3 ``.keras`` zip, loaded with ``safe_mode=True``.
+* **keras** — a Keras 3 ``.keras`` zip, loaded with ``safe_mode=True``.
+
+The framework formats are read and written by the frameworks' backends
+(``load_native``/``save_native``, :mod:`metalearn.backends`).
 
 Pickle-based files (``torch.save`` output, ``.pkl``) and legacy HDF5 (``.h5``) are refused:
 loading them can execute code from the file.
@@ -22,18 +25,21 @@ from typing import Any
 
 import numpy as np
 
-from metalearn_shared.weights import CHECKPOINT_FORMAT, looks_like_safetensors, read_metadata
+from metalearn import backends
+from metalearn_shared.weights import (
+    CHECKPOINT_FORMAT,
+    TORCH_FORMAT,
+    looks_like_safetensors,
+    read_metadata,
+)
 
-__all__ = ["TORCH_FORMAT", "KERAS_META", "detect_format", "read_any", "write_as", "main"]
+__all__ = ["detect_format", "read_any", "write_as", "main"]
 
-TORCH_FORMAT = "metalearn-torch/1"
-#: Extra member of a .keras zip holding metalearn metadata (Keras ignores it).
-KERAS_META = "metalearn.json"
 _UNSAFE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".h5", ".hdf5"}
 
 
 def detect_format(path: str | Path) -> str:
-    """``"canonical"``, ``"torch"`` or ``"tf"``; raises a clear error for anything else."""
+    """``"canonical"``, ``"torch"`` or ``"keras"``; raises a clear error for anything else."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist.")
@@ -60,7 +66,7 @@ def detect_format(path: str | Path) -> str:
             raise ValueError(f"{path} is a truncated or corrupt .keras file: {e}") from e
         if "config.json" not in names:
             raise ValueError(f"{path} is a zip but not a Keras 3 .keras file (no config.json).")
-        return "tf"
+        return "keras"
     meta = read_metadata(path)
     fmt = meta.get("format")
     if fmt == CHECKPOINT_FORMAT:
@@ -73,70 +79,43 @@ def detect_format(path: str | Path) -> str:
 
 def read_any(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Canonical arrays + metadata (with ``config``) from any supported checkpoint."""
-    from metalearn_shared.config import config_from_dict
-    from metalearn_shared.models import param_spec
-    from metalearn_shared.weights import check_canonical, load_canonical, to_canonical
+    from metalearn_shared.models import checkpoint_config, param_spec
+    from metalearn_shared.weights import check_canonical, load_canonical
 
     fmt = detect_format(path)
-    if fmt == "tf":
-        from metalearn_tf.checkpoint import get_canonical
-        from metalearn_tf.evaluate import load_any
-
-        model, meta = load_any(str(path))
-        with zipfile.ZipFile(path) as z:
-            if KERAS_META in z.namelist():
-                meta = {**meta, **json.loads(z.read(KERAS_META))}
-        return get_canonical(model), {**meta, "config": model.config.to_dict(),
-                                      "model": model.config.model}
+    if fmt != "canonical":
+        return backends.get(fmt).load_native(path)
     arrays, meta = load_canonical(path)
-    config = config_from_dict(meta["config"])
-    spec = param_spec(config)
-    if fmt == "torch":
-        arrays = {k: v for k, v in arrays.items() if not k.endswith("num_batches_tracked")}
-        arrays = to_canonical(arrays, spec, "torch")
-    check_canonical(arrays, spec)
+    check_canonical(arrays, param_spec(checkpoint_config(meta, path)))
     return arrays, meta
 
 
 def write_as(arrays: dict[str, np.ndarray], meta: dict[str, Any], to: str, out: Path) -> Path:
-    """Write canonical ``arrays`` as ``to`` (``canonical``, ``torch`` or ``tf``) at ``out``."""
-    from metalearn_shared.config import config_from_dict
+    """Write canonical ``arrays`` as ``to`` (``canonical`` or a framework name) at ``out``."""
+    from metalearn_shared.models import checkpoint_config
     from metalearn_shared.weights import save_canonical
 
     meta = {k: v for k, v in meta.items() if k != "format"}
     meta["converted_from"] = meta.get("source_framework")
     if to == "canonical":
         return save_canonical(out, arrays, meta)
-    config = config_from_dict(meta["config"])
-    if to == "torch":
-        from metalearn_torch.checkpoint import save_state_dict, set_canonical
-        from metalearn_torch.models import build_model
-
-        model = build_model(config)
-        set_canonical(model, arrays)
-        return save_state_dict(model, out, {**meta, "format": TORCH_FORMAT})
-    if to == "tf":
-        from metalearn_tf.checkpoint import save_keras, set_canonical
-        from metalearn_tf.models import build_model
-
-        model = build_model(config)
-        set_canonical(model, arrays)
-        return save_keras(model, out, meta)
-    raise ValueError(f"--to must be tf, torch or canonical; got {to!r}.")
+    return backends.get(to).save_native(checkpoint_config(meta, out), arrays, meta, out)
 
 
-_SUFFIX = {"canonical": ".canonical.safetensors", "torch": ".torch.safetensors", "tf": ".keras"}
+def _suffix(to: str) -> str:
+    return ".canonical.safetensors" if to == "canonical" else backends.get(to).NATIVE_SUFFIX
 
 
 def main(args: Any) -> int:
     src = Path(args.checkpoint)
     arrays, meta = read_any(src)
     stem = src.name.split(".")[0]
-    out = Path(args.out) if args.out else src.with_name(stem + _SUFFIX[args.to])
+    to = args.to if args.to == "canonical" else backends.canonical_framework(args.to)
+    out = Path(args.out) if args.out else src.with_name(stem + _suffix(to))
     if out.resolve() == src.resolve():
         raise ValueError(f"--out {out} is the input file; choose another path (nothing is overwritten).")
-    write_as(arrays, meta, args.to, out)
-    print(json.dumps({"from": str(src), "to": str(out), "format": args.to,
+    write_as(arrays, meta, to, out)
+    print(json.dumps({"from": str(src), "to": str(out), "format": to,
                       "model": meta.get("model"), "parameters": len(arrays),
                       "values": int(sum(a.size for a in arrays.values()))}))
     return 0

@@ -1,23 +1,20 @@
-"""``metalearn`` — the command line. Framework packages are imported lazily, only by the
-subcommand that needs one, so ``metalearn data …`` works with neither framework installed.
+"""``metalearn`` — the command line's parser: every subcommand and option. The handlers
+are :mod:`metalearn.cli`'s; this module is separate so that the demo can build the same
+arguments the command line does without importing the command line.
+
+The model and framework options come from the registry (:mod:`metalearn_shared.models`)
+and the backends (:mod:`metalearn.backends`); no model is named here.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
+from metalearn_shared import models, registry
 from metalearn_shared.optimizers import OPTIMIZER_NAMES
 
-__all__ = ["main", "build_parser"]
-
-FRAMEWORKS = {"tf": "metalearn_tf", "torch": "metalearn_torch"}
-
-
-class CLIError(Exception):
-    """A user-facing error: printed without a traceback, exit status 2."""
+__all__ = ["build_parser", "framework_name", "count", "default_model"]
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -32,7 +29,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _count(minimum: int) -> Callable[[str], int]:
+def count(minimum: int) -> Callable[[str], int]:
     """argparse type: an integer ``>= minimum``, with the bound in the error."""
 
     def parse(text: str) -> int:
@@ -48,46 +45,7 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-# -- data --------------------------------------------------------------------------------
-def _cmd_data(args: argparse.Namespace) -> int:
-    from metalearn_shared import data
-
-    if args.action == "download":
-        if not args.names:
-            args.names = ["small1", "small2"]
-        for name in args.names:
-            path = data.omniglot.download(name, cache_dir=args.cache_dir, url=args.url)
-            print(f"{name}: {path}")
-        return 0
-    if args.action == "verify":
-        bad = 0
-        for name in data.omniglot.OFFICIAL:
-            path = data.omniglot.find_official(name, data_dir=args.data_dir, cache_dir=args.cache_dir)
-            if path is None:
-                print(f"{name:12s} not found")
-                continue
-            try:
-                data.omniglot.verify_file(path)
-                print(f"{name:12s} ok         {path}")
-            except data.ChecksumError as e:
-                bad += 1
-                print(f"{name:12s} BAD        {e}")
-        return 1 if bad else 0
-    extra = {"num_classes": args.classes} if args.classes else {}
-    ds = data.load_dataset(args.dataset, data_dir=args.data_dir, size=args.size,
-                           seed=args.seed, **extra)
-    if args.action == "info":
-        print(data.info(ds))
-        return 0
-    if args.action == "preview":
-        out = data.preview_png(ds, args.out, ways=args.ways, shots=args.shots,
-                               queries=args.queries, seed=args.seed)
-        print(f"wrote {out} ({args.ways}-way {args.shots}-shot, {args.queries} queries, "
-              f"{ds.name}, {ds.image_shape[0]}×{ds.image_shape[1]})")
-        return 0
-    raise AssertionError(args.action)
-
-
+# -- data ---------------------------------------------------------------------------------
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="download, verify, inspect and preview datasets",
                        formatter_class=_HelpFormatter)
@@ -110,36 +68,38 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queries", type=int, default=3, help="preview: query images per class")
     p.add_argument("--seed", type=int, default=0, help="glyphs and episode seed")
     p.add_argument("--out", default="episode.png", help="preview: PNG path")
-    p.set_defaults(func=_cmd_data)
 
 
 # -- framework-dispatched commands ---------------------------------------------------------
-def _framework_call(framework: str, module: str, func: str) -> Callable[[argparse.Namespace], int]:
-    package = FRAMEWORKS[framework]
+def framework_name(text: str) -> str:
+    """argparse type: a framework name or alias → the canonical name."""
     try:
-        mod = importlib.import_module(f"{package}.{module}")
-    except ModuleNotFoundError as e:
-        missing = e.name or ""
-        if missing.split(".")[0] in ("tensorflow", "keras", "torch"):
-            extra = "tf" if framework == "tf" else "torch"
-            raise CLIError(
-                f"--framework {framework} needs {missing}, which is not installed. "
-                f'Install it with: pip install -c constraints.txt -e ".[{extra}]"'
-            ) from e
-        raise
-    return getattr(mod, func)
+        return registry.canonical_framework(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+framework_name.__name__ = "framework"
+_FRAMEWORK_HELP = f"which implementation runs: {' | '.join(registry.FRAMEWORKS)} (tf = keras)"
+
+
+def default_model() -> str:
+    """``--model``'s default: the first registered few-shot model (else the first model)."""
+    return next((s.name for s in models.specs("fewshot")), models.names()[0])
+
+
+def _models_help() -> str:
+    return "; ".join(f"{s.name}: {s.summary}" for s in models.specs())
 
 
 def _add_common_model_args(p: argparse.ArgumentParser, from_checkpoint: bool = False) -> None:
     """Options of ``train`` and ``eval``. ``from_checkpoint``: the data options default to
     what the checkpoint was trained on (``eval``)."""
     ckpt = " (default: what the checkpoint was trained on)" if from_checkpoint else ""
-    p.add_argument("--framework", choices=sorted(FRAMEWORKS), default="torch",
-                   help="which implementation runs")
-    p.add_argument("--model", default="protonet",
-                   help="siamese | protonet | mann | lstm" + (" (eval: the checkpoint's)" if from_checkpoint else ""))
-    p.add_argument("--head", default="contrastive", help="siamese head: contrastive | cosine | koch")
-    p.add_argument("--backbone", default="conv4", help="conv4 | seed")
+    p.add_argument("--framework", type=framework_name, default="torch", help=_FRAMEWORK_HELP)
+    p.add_argument("--model", default=default_model(), choices=models.names(), metavar="MODEL",
+                   help=_models_help() + (" (eval: the checkpoint's)" if from_checkpoint else ""))
+    registry.add_options(p, models.specs())
     p.add_argument("--dataset", default=None if from_checkpoint else "glyphs",
                    help="glyphs | omniglot" + ckpt)
     p.add_argument("--data-dir", default=None,
@@ -151,21 +111,15 @@ def _add_common_model_args(p: argparse.ArgumentParser, from_checkpoint: bool = F
     p.add_argument("--samples-per-class", type=int, default=10,
                    help="sequence models: presentations of each class per episode")
     p.add_argument("--size", type=int, default=None,
-                   help="image side in pixels (default: 28; 20 for mann/lstm)")
+                   help="image side in pixels (default: the model's: "
+                        + ", ".join(f"{s.name} {s.defaults.image_size}" for s in models.specs()) + ")")
     p.add_argument("--rotations", action="store_true", default=None if from_checkpoint else False,
                    help="rotations by 90/180/270 degrees as extra training classes" + ckpt)
     p.add_argument("--seed", type=int, default=None if from_checkpoint else 0,
                    help="weights, alphabet split and episodes" + ckpt)
     p.add_argument("--batch", type=int, default=None,
-                   help="pairs / episodes per step (default: 32 pairs, 1 episode, 16 sequences)")
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    return _framework_call(args.framework, "train", "main_train")(args)
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    return _framework_call(args.framework, "evaluate", "main_eval")(args)
+                   help="pairs / episodes / sequences per step (default: the model's: "
+                        + ", ".join(f"{s.name} {s.defaults.batch}" for s in models.specs()) + ")")
 
 
 def _add_distribute_args(p: argparse.ArgumentParser) -> None:
@@ -187,22 +141,23 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model in one framework",
                        formatter_class=_HelpFormatter)
     _add_common_model_args(p)
-    p.add_argument("--steps", type=_count(1), default=1000, help="optimiser steps")
+    p.add_argument("--steps", type=count(1), default=1000, help="optimiser steps")
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: 1e-3; 1e-4 for mann/lstm)")
+                   help="learning rate (default: the model's: "
+                        + ", ".join(f"{s.name} {s.defaults.lr:g}" for s in models.specs()) + ")")
     p.add_argument("--optimizer", default=None, choices=OPTIMIZER_NAMES, metavar="NAME",
-                   help="optimiser: " + " | ".join(OPTIMIZER_NAMES) + " (default: the model "
-                   "family's, adam or rmsprop). adam/rmsprop/sgd = each framework's own class; "
+                   help="optimiser: " + " | ".join(OPTIMIZER_NAMES) + " (default: the model's: "
+                   + ", ".join(f"{s.name} {s.defaults.optimizer}" for s in models.specs())
+                   + "). adam/rmsprop/sgd = each framework's own class; "
                    "NAME-torch / NAME-keras = that library's update rule in both frameworks")
     p.add_argument("--out", default="runs/latest", help="run folder: log.csv, checkpoints, curves.png")
     p.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
-    p.add_argument("--checkpoint-every", type=_count(0), default=500,
+    p.add_argument("--checkpoint-every", type=count(0), default=500,
                    help="steps between checkpoints (and at the end); 0 = only at the end")
     p.add_argument("--compile", action="store_true", help="torch.compile / XLA")
-    p.add_argument("--eval-episodes", type=_count(0), default=0,
+    p.add_argument("--eval-episodes", type=count(0), default=0,
                    help="held-out episodes to evaluate at the end (0 = none)")
     _add_distribute_args(p)
-    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy ± 95%% CI",
                        formatter_class=_HelpFormatter)
@@ -211,11 +166,6 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=1000, help="held-out episodes")
     p.add_argument("--lake-runs", default=None, help="folder of the official 20-run one-shot format")
     p.add_argument("--out", default=None, help="folder for eval.json and plots")
-    p.set_defaults(func=_cmd_eval)
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    return _framework_call(args.framework, "predict", "main_predict")(args)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -223,45 +173,23 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                        help="few-shot prediction on your own images: a support folder of "
                             "classes, query images")
     p.add_argument("checkpoint", help="canonical .safetensors (or .keras for --framework tf) "
-                                      "of a protonet or siamese model")
-    p.add_argument("--framework", choices=sorted(FRAMEWORKS), default="torch",
-                   help="which implementation runs")
+                                      "of a model that compares images: "
+                                      + " | ".join(s.name for s in models.specs() if s.predicts))
+    p.add_argument("--framework", type=framework_name, default="torch", help=_FRAMEWORK_HELP)
     p.add_argument("--support", required=True,
                    help="folder with one sub-folder per class, each holding 1…K example images")
     p.add_argument("--query", required=True, nargs="+",
                    help="query image files and/or folders of images")
-    p.add_argument("--top-k", type=_count(1), default=3, help="classes listed per query")
+    p.add_argument("--top-k", type=count(1), default=3, help="classes listed per query")
     p.add_argument("--out", default="predictions",
                    help="folder for predictions.csv and the predictions.png contact sheet")
-    p.set_defaults(func=_cmd_predict)
-
-
-def _cmd_parity(args: argparse.Namespace) -> int:
-    from metalearn_shared import parity_report
-    from metalearn_shared.parity import ParityError
-
-    try:
-        return parity_report.main(args)
-    except ParityError as e:
-        raise CLIError(str(e)) from e
-
-
-def _cmd_convert(args: argparse.Namespace) -> int:
-    from metalearn_shared import convert
-
-    return convert.main(args)
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks import runner
-
-    return runner.main(args.rest, prog="metalearn bench")
 
 
 def _add_tools(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("parity", help="measure cross-framework parity of every model",
                        formatter_class=_HelpFormatter)
-    p.add_argument("--model", default="all", help="all | siamese | protonet | mann | lstm")
+    p.add_argument("--model", default="all", choices=["all", *models.names()], metavar="MODEL",
+                   help="all | " + " | ".join(models.names()))
     p.add_argument("--steps", type=int, default=10, help="training steps compared (default 10)")
     p.add_argument("--optimizers", nargs="+", default=["sgd"], metavar="NAME",
                    help="optimisers compared, each with the trainers' own objects: sgd runs "
@@ -274,41 +202,41 @@ def _add_tools(sub: argparse._SubParsersAction) -> None:
                    help="folder for parity.json and the PNG plots (default parity-report)")
     p.add_argument("--tiny", action="store_true",
                    help="one small variant per model, at most 3 steps (for tests)")
-    p.set_defaults(func=_cmd_parity)
 
-    p = sub.add_parser("convert", help="convert a checkpoint between tf, torch and canonical",
+    p = sub.add_parser("convert", help="convert a checkpoint between keras, torch and canonical",
                        formatter_class=_HelpFormatter)
     p.add_argument("checkpoint", help="canonical .safetensors, torch state_dict .safetensors or .keras")
-    p.add_argument("--to", required=True, choices=["tf", "torch", "canonical"],
-                   help="output format")
+    p.add_argument("--to", required=True, type=_format_name, metavar="FORMAT",
+                   help="output format: canonical | " + " | ".join(registry.FRAMEWORKS) + " (tf = keras)")
     p.add_argument("--out", default=None, help="output path (default: beside the input)")
-    p.set_defaults(func=_cmd_convert)
 
     # `metalearn bench ARGS` is handed to the runner whole (see main), so its options and
     # its --help are the runner's; this entry lists the command in `metalearn --help`.
     p = sub.add_parser("bench", help="benchmarks (same as python -m benchmarks; "
                                      "metalearn bench --help for its options)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark runner")
-    p.set_defaults(func=_cmd_bench)
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from metalearn_shared import demo
+def _format_name(text: str) -> str:
+    """argparse type: ``canonical`` or a framework name/alias."""
+    return text if text == "canonical" else framework_name(text)
 
-    return demo.main(args)
+
+_format_name.__name__ = "format"
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train + evaluate on glyphs in both frameworks, side by side",
                        formatter_class=_HelpFormatter)
-    p.add_argument("--model", default="protonet", help="protonet or siamese")
-    p.add_argument("--steps", type=_count(1), default=800, help="training steps in each framework")
-    p.add_argument("--episodes", type=_count(1), default=600, help="held-out evaluation episodes")
+    p.add_argument("--model", default=default_model(),
+                   choices=[s.name for s in models.specs() if s.predicts],
+                   help="a model that compares images")
+    p.add_argument("--steps", type=count(1), default=800, help="training steps in each framework")
+    p.add_argument("--episodes", type=count(1), default=600, help="held-out evaluation episodes")
     p.add_argument("--ways", type=int, default=5, help="classes per episode")
     p.add_argument("--shots", type=int, default=1, help="support images per class")
     p.add_argument("--seed", type=int, default=0, help="weights, split and episodes")
     p.add_argument("--out", default="runs/demo", help="folder for both runs")
-    p.set_defaults(func=_cmd_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,24 +251,3 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_tools(sub)
     return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # the runner parses its own options (and --help)
-        args = argparse.Namespace(command="bench", func=_cmd_bench, rest=argv[1:])
-    else:
-        args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as e:
-        print(f"metalearn {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, permission denied: one line, not a traceback
-        where = f" ({e.filename})" if e.filename and str(e.filename) not in str(e) else ""
-        print(f"metalearn {args.command}: error: {e}{where}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

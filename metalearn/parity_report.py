@@ -1,10 +1,10 @@
 """The report of a parity run: ``metalearn parity``'s records, table, events, JSON and plots.
 
-:mod:`metalearn_shared.parity` runs the cases and returns :class:`~metalearn_shared.parity.Comparison`
+:mod:`metalearn.parity` runs the cases and returns :class:`~metalearn_shared.parity.Comparison`
 lists; this module measures each against the one tolerance table
 (:func:`metalearn_shared.tolerances.measure`), names the discrete events that the measured
 allowances absorbed, and writes ``parity.json`` and the PNG plots. :func:`main` is the
-command; it never imports a framework itself.
+command; it reaches the frameworks through their backends only.
 """
 
 from __future__ import annotations
@@ -21,15 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from metalearn_shared.config import MODEL_REGISTRY
-from metalearn_shared.parity import (
-    DIRECTIONS,
-    PACKAGES,
-    CaseResult,
-    cases,
-    framework_module,
-    run_case,
-)
+from metalearn import backends
+from metalearn.parity import backend, run_case
+from metalearn_shared import models as registry
+from metalearn_shared.parity import DIRECTIONS, CaseResult, cases
 from metalearn_shared.tolerances import TOL, measure
 
 __all__ = ["SETTINGS_ENV", "summarise", "format_table", "format_events", "write_report", "main"]
@@ -94,7 +89,7 @@ def summarise(result: CaseResult) -> dict[str, Any]:
             "forward_max_abs": _worst(figures, ("forward",), "max_abs"),
             "forward_max_rel": _worst(figures, ("forward",), "max_rel"),
             "spec_max_abs": _worst(figures, ("spec",), "max_abs"),
-            "lrua_max_abs": _worst(figures, ("lrua",), "max_abs"),
+            "exact_max_abs": _worst(figures, ("exact",), "max_abs"),
             "loss_abs": _worst(figures, ("loss",), "max_abs"),
             "loss_rel": _worst(figures, ("loss",), "max_rel"),
             "grad_max_abs": _worst(figures, ("grad",), "max_abs"),
@@ -198,7 +193,7 @@ def _plot_steps(records: Sequence[Mapping[str, Any]], out: Path) -> Path:
 
     from metalearn_shared.tolerances import FLOOR_MULTIPLE
 
-    models = [m for m in MODEL_REGISTRY if any(r["model"] == m and r["divergence"] for r in records)]
+    models = [m for m in registry.names() if any(r["model"] == m and r["divergence"] for r in records)]
     fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.6 * max(1, len(models)), 3.6),
                              squeeze=False)
     for ax, model in zip(axes[0], models, strict=False):
@@ -273,8 +268,8 @@ def _settings() -> dict[str, Any]:
     """The kernel- and thread-selecting settings the run used (see :data:`SETTINGS_ENV`)."""
     out: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor(),
                            "env": {k: os.environ[k] for k in SETTINGS_ENV if k in os.environ}}
-    for fw in PACKAGES:
-        out[fw] = framework_module(fw, "parity").threads_in_use()
+    for fw in backends.FRAMEWORKS:
+        out[fw] = backend(fw).parity_hooks().threads_in_use()
     return out
 
 
@@ -311,8 +306,8 @@ def main(args: Any) -> int:
     records = []
     t0 = time.perf_counter()
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="metalearn-parity-") as tmp:
-        for fw in PACKAGES:
-            stack.enter_context(framework_module(fw, "parity").parity_context(args.seed, threads))
+        for fw in backends.FRAMEWORKS:
+            stack.enter_context(backend(fw).parity_hooks().parity_context(args.seed, threads))
         for record in _run_all(selected, steps, args.seed, Path(tmp)):
             print(f"  {record['case']:<34} {record['direction']:<15} "
                   f"{'ok' if record['passed'] else 'FAIL'} ({record['seconds']:.1f} s)", flush=True)

@@ -11,25 +11,26 @@ __all__ = ["main"]
 
 
 def main(args: Any) -> int:
-    from metalearn_shared.cli import _framework_call, build_parser
+    from metalearn import backends
+    from metalearn.arguments import build_parser
 
     common = ["--model", args.model, "--dataset", "glyphs", "--ways", str(args.ways),
               "--shots", str(args.shots), "--queries", "5", "--seed", str(args.seed)]
     rows = []
-    for fw in ("torch", "tf"):
+    for fw in backends.FRAMEWORKS:
         out = f"{args.out}/{fw}"
         t0 = time.perf_counter()
         train_args = build_parser().parse_args(
             ["train", "--framework", fw, "--steps", str(args.steps), "--out", out, *common])
-        _framework_call(fw, "train", "main_train")(train_args)
+        backends.get(fw).main_train(train_args)
         seconds = time.perf_counter() - t0
-        for evaluator in ("torch", "tf"):
-            if evaluator != fw and fw == "tf":
+        for evaluator in backends.FRAMEWORKS:
+            if evaluator != fw and fw != backends.FRAMEWORKS[0]:
                 continue  # one cross-framework direction keeps the demo short
             eval_args = build_parser().parse_args(
                 ["eval", "--framework", evaluator, f"{out}/checkpoint.safetensors",
                  "--episodes", str(args.episodes), "--out", f"{out}/eval-{evaluator}", *common])
-            _framework_call(evaluator, "evaluate", "main_eval")(eval_args)
+            backends.get(evaluator).main_eval(eval_args)
             import json
             from pathlib import Path
 
