@@ -312,7 +312,7 @@ def demo_tie_breaking(tiny: bool) -> Figures:
                         read_heads=2 if tiny else 3)
     t_model, k_model = _pair(config)
     _, inputs, _ = _sequences(config)
-    usage = tp.trace(t_model, inputs).usage  # (B, T, N) after each step
+    usage = tp.trace(t_model, inputs)["usage"]  # (B, T, N) after each step
     prev = np.concatenate([np.zeros_like(usage[:, :1]), usage[:, :-1]], axis=1)  # w^u_{t-1}
     flat = prev.reshape(-1, prev.shape[-1]).astype(np.float32)
     n = config.read_heads

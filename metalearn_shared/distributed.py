@@ -121,10 +121,11 @@ def tiny_setup(name: str, seed: int, meta_batch: int, root: Path, framework: str
 
     spec = models.get(name)
     config = spec.parity_cases(True)[0].config
-    args = argparse.Namespace(model=name, dataset="glyphs", data_dir=None, rotations=False,
-                              seed=seed, steps=3, batch=meta_batch, lr=0.1, optimizer="sgd",
-                              ways=registry.PARITY_WAYS, shots=1, queries=2, samples_per_class=3,
-                              out=str(root / name), **spec.args_from_config(config))
+    args = argparse.Namespace(**{
+        "model": name, "dataset": "glyphs", "data_dir": None, "rotations": False, "seed": seed,
+        "steps": 3, "batch": meta_batch, "lr": 0.1, "optimizer": "sgd",
+        "ways": registry.PARITY_WAYS, "shots": 1, "queries": 2, "samples_per_class": 3,
+        "out": str(root / name), **spec.args_from_config(config)})
     return replace(T.setup_from_args(args), model_config=config)
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "Workload",
     "ModelSpec",
     "register_model",
+    "unregister_model",
     "get",
     "names",
     "specs",
@@ -266,6 +267,11 @@ def register_model(spec: ModelSpec) -> ModelSpec:
                          f"{old.config_cls.__module__}); choose another name.")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def unregister_model(name: str) -> None:
+    """Remove model ``name`` from the registry (a test's toy model, a plugin being reloaded)."""
+    _REGISTRY.pop(name, None)
 
 
 def get(name: str) -> ModelSpec:

@@ -33,7 +33,7 @@ __all__ = [
     "dense",
     "conv2d",
     "batchnorm",
-    "lstm",
+    "lstm_cell",
     "framework_shape",
     "to_framework",
     "to_canonical",
@@ -64,7 +64,7 @@ class Layout(StrEnum):
     #: ``recurrent_kernel (H, 4H)``. Both frameworks order the gate blocks i, f, g(c), o,
     #: so this is a transpose per block; the enum keeps LSTM separate so that a future
     #: gate order (e.g. cuDNN's) has one place to live.
-    LSTM = "lstm"
+    LSTM = "lstm_gates"
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def batchnorm(prefix: str, channels: int) -> list[ParamSpec]:
                       _keras(prefix, k), trainable=tr) for t, k, tr in pairs]
 
 
-def lstm(prefix: str, input_size: int, hidden: int) -> list[ParamSpec]:
+def lstm_cell(prefix: str, input_size: int, hidden: int) -> list[ParamSpec]:
     """An LSTM cell with **one** bias vector (Keras' convention).
 
     torch's ``nn.LSTMCell`` has two (``bias_ih`` + ``bias_hh``) whose sum is all that

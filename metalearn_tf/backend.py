@@ -53,9 +53,13 @@ def model_fns(model: Any) -> Any:
 
 
 def main_train(args: Any) -> int:
-    from metalearn_tf.train import main_train as run
+    """One process (:mod:`metalearn_tf.train`), or distributed (:mod:`metalearn_tf.distributed`)
+    when the arguments or the environment ask for it."""
+    from metalearn_tf import distributed, train
 
-    return run(args)
+    if distributed.requested(args):
+        return distributed.main_train(args)
+    return train.main_train(args)
 
 
 def main_eval(args: Any) -> int:

@@ -187,12 +187,8 @@ def train(model: keras.Model, setup: T.TrainSetup, resume: bool = False, compile
 
 
 def main_train(args: Any) -> int:
-    """``metalearn train --framework tf …`` (with ``--distribute`` or ``--meta-batch``:
-    :func:`metalearn_tf.distributed.main_train`)."""
-    from metalearn_tf import distributed
-
-    if distributed.requested(args):
-        return distributed.main_train(args)
+    """``metalearn train --framework keras …`` in one process (the backend sends a run with
+    ``--distribute`` or ``--meta-batch`` to :func:`metalearn_tf.distributed.main_train`)."""
     setup = T.setup_from_args(args)
     model = build_model(setup.model_config, seed=setup.train.seed)
     result = train(model, setup, resume=args.resume, compile=args.compile)

@@ -168,12 +168,8 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
 
 
 def main_train(args: Any) -> int:
-    """``metalearn train --framework torch …`` (under ``torchrun`` or with ``--meta-batch``:
-    :func:`metalearn_torch.distributed.main_train`)."""
-    from metalearn_torch import distributed
-
-    if distributed.requested(args):
-        return distributed.main_train(args)
+    """``metalearn train --framework torch …`` in one process (the backend sends a run under
+    ``torchrun`` or with ``--meta-batch`` to :func:`metalearn_torch.distributed.main_train`)."""
     setup = T.setup_from_args(args)
     model = build_model(setup.model_config, seed=setup.train.seed)
     result = train(model, setup, resume=args.resume, compile=args.compile)

@@ -42,7 +42,7 @@ def test_torch_keras_torch_is_bit_identical(canonical_ckpt, tmp_path, capsys):
     assert main(["convert", str(t1), "--to", "tf", "--out", str(k)]) == 0
     assert main(["convert", str(k), "--to", "torch", "--out", str(t2)]) == 0
     assert main(["convert", str(t2), "--to", "canonical", "--out", str(c)]) == 0
-    assert [detect_format(p) for p in (t1, k, t2, c)] == ["torch", "tf", "torch", "canonical"]
+    assert [detect_format(p) for p in (t1, k, t2, c)] == ["torch", "keras", "torch", "canonical"]
     back, meta = read_any(c)
     assert set(back) == set(src)
     for name in src:

@@ -72,7 +72,7 @@ def _api_train(fw: str, out: Path, resume: bool = False) -> dict:
 
     args = build_parser().parse_args(["train", "--framework", fw, "--steps", "8", "--out", str(out),
                                       "--checkpoint-every", "4", *TINY] + ["--resume"] * resume)
-    setup = T.setup_from_args(args, fw)
+    setup = T.setup_from_args(args)
     setup = dataclasses.replace(setup, train=setup.train.replace(log_every=3))
     if fw == "torch":
         from metalearn_torch.models import build_model

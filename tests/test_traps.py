@@ -118,6 +118,7 @@ def test_keras_files_load_after_importing_the_package_only(tmp_path):
     imports no model module, for every model of the registry."""
     keras = pytest.importorskip("keras")
     from metalearn_shared import config as C
+    from metalearn_shared import models
     from metalearn_shared.models import names as model_names
     from metalearn_tf.checkpoint import get_canonical, save_keras
     from metalearn_tf.models import build_model
@@ -125,7 +126,8 @@ def test_keras_files_load_after_importing_the_package_only(tmp_path):
     assert set(CONFIGS) == set(model_names())
     expected = {}
     for name, text in CONFIGS.items():
-        model = build_model(eval(text, vars(C)), seed=0)
+        model = build_model(eval(text, {**vars(C), **{s.config_cls.__name__: s.config_cls
+                                                       for s in models.specs()}}), seed=0)
         save_keras(model, tmp_path / f"{name}.keras")
         expected[name] = {k: v.tolist() for k, v in get_canonical(model).items()}
     (tmp_path / "expected.json").write_text(json.dumps(expected))

@@ -14,7 +14,7 @@ def _spec():
         *W.batchnorm("emb.bn1", 4),
         *W.dense("emb.fc", 4 * 2 * 3, 5, flatten_chw=(4, 2, 3)),
         *W.dense("head", 5, 2, bias=False),
-        *W.lstm("ctrl", 7, 3),
+        *W.lstm_cell("ctrl", 7, 3),
     ]
 
 

@@ -26,7 +26,7 @@ from metalearn_shared import losses, registry
 from metalearn_shared.config import ConfigMixin
 from metalearn_shared.episodes import SequenceEpisode
 from metalearn_shared.flops import Flops, dense_flops
-from metalearn_shared.weights import ParamSpec, dense, lstm
+from metalearn_shared.weights import ParamSpec, dense, lstm_cell
 
 __all__ = [
     "LSTMConfig",
@@ -81,7 +81,7 @@ def param_spec(config: LSTMConfig) -> list[ParamSpec]:
     """Canonical parameters of the LSTM baseline (see the module docstring)."""
     units = config.controller_units
     return [
-        *lstm("controller", config.input_size + config.label_size, units),
+        *lstm_cell("controller", config.input_size + config.label_size, units),
         *dense("classifier", units, config.label_size),
     ]
 

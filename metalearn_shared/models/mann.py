@@ -85,7 +85,7 @@ from metalearn_shared.models.lstm import (
     sequence_workloads,
     sigmoid,
 )
-from metalearn_shared.weights import ParamSpec, dense, lstm
+from metalearn_shared.weights import ParamSpec, dense, lstm_cell
 
 __all__ = [
     "MANNConfig",
@@ -166,7 +166,7 @@ def param_spec(config: MANNConfig) -> list[ParamSpec]:
     units, heads, width = config.controller_units, config.read_heads, config.memory_width
     controller_in = config.input_size + config.label_size + heads * width
     return [
-        *lstm("cell.controller", controller_in, units),
+        *lstm_cell("cell.controller", controller_in, units),
         *dense("cell.key", units, heads * width),
         *dense("cell.alpha", units, heads),
         *dense("cell.classifier", units + heads * width, config.label_size),
