@@ -90,7 +90,7 @@ class Device:
     Args:
         kind: ``"cpu"`` or ``"cuda"``.
 
-    On CUDA every timed repeat ends with ``torch.cuda.synchronize()`` (torch) — TF's barrier
+    On CUDA every timed repeat ends with ``torch.cuda.synchronize()`` (torch) — Keras' barrier
     is a ``.numpy()`` of a result, done by the caller (``train_on_batch`` and
     ``predict_on_batch`` return numpy already).
     """
@@ -224,8 +224,9 @@ def memory_probe(device: Device, framework: str) -> Iterator[dict[str, Any]]:
       memory freed by an earlier measurement and reused is not counted again.
     * CUDA, torch — ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``
       (tensors only, not the caching allocator's reserve).
-    * CUDA, TF — ``tf.config.experimental.get_memory_info('GPU:0')['peak']`` after
-      ``reset_memory_stats`` (TF's BFC allocator, bytes in use at the peak).
+    * CUDA, Keras (TensorFlow backend) —
+      ``tf.config.experimental.get_memory_info('GPU:0')['peak']`` after ``reset_memory_stats``
+      (TF's BFC allocator, bytes in use at the peak).
     """
     out: dict[str, Any] = {}
     if device.is_cuda and framework == "torch":
@@ -238,7 +239,7 @@ def memory_probe(device: Device, framework: str) -> Iterator[dict[str, Any]]:
         out.update(peak_mib=torch.cuda.max_memory_allocated() / _MIB,
                    memory_kind="torch.cuda.max_memory_allocated")
         return
-    if device.is_cuda and framework == "tf":
+    if device.is_cuda and framework == "keras":
         import tensorflow as tf
 
         tf.config.experimental.reset_memory_stats("GPU:0")
@@ -318,20 +319,21 @@ def environment(frameworks: tuple[str, ...], device: Device | None) -> dict[str,
                 cudnn_benchmark=torch.backends.cudnn.benchmark,
                 mixed_precision="off (float32 everywhere)",
             )
-    if "tf" in frameworks:
+    if "keras" in frameworks:
         import keras
         import tensorflow as tf
 
-        env["tf"] = {
-            "version": tf.__version__,
-            "keras": keras.__version__,
+        env["keras"] = {
+            "version": keras.__version__,
+            "backend": keras.backend.backend(),
+            "tensorflow": tf.__version__,
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)"),
             "keras_dtype_policy": keras.config.dtype_policy().name,
         }
         if device and device.is_cuda:
-            env["tf"].update(
+            env["keras"].update(
                 gpus=[d.name for d in tf.config.list_physical_devices("GPU")],
                 tf32=tf.config.experimental.is_tensor_float_32_execution_enabled(),
                 mixed_precision=keras.config.dtype_policy().name,
@@ -355,16 +357,16 @@ def set_threads(threads: int, frameworks: tuple[str, ...]) -> dict[str, Any]:
         except RuntimeError:  # only settable once, before any inter-op work
             pass
         applied["torch"] = (torch.get_num_threads(), torch.get_num_interop_threads())
-    if "tf" in frameworks:
+    if "keras" in frameworks:
         import tensorflow as tf
 
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError as exc:
-            applied["tf_note"] = f"TF already initialised, settings unchanged: {exc}"
-        applied["tf"] = (tf.config.threading.get_intra_op_parallelism_threads(),
-                         tf.config.threading.get_inter_op_parallelism_threads())
+            applied["keras_note"] = f"TF already initialised, settings unchanged: {exc}"
+        applied["keras"] = (tf.config.threading.get_intra_op_parallelism_threads(),
+                            tf.config.threading.get_inter_op_parallelism_threads())
     return applied
 
 

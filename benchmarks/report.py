@@ -5,6 +5,8 @@ Every target of issue 6 becomes a row ``{"target", "measured", "threshold",
 "higher_is_better", "pass", "why"}``; ``pass`` is ``None`` when the run did not measure what the target needs (a section
 left out, easyfsl missing). ``why`` is built from measured evidence only — the profile's top
 operators, CPU time against wall time, page faults per step — never from a fixed sentence.
+Targets pick their rows by what each record says about its workload (the model's family,
+whether it has convolutions, the task), never by a model's name.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from metalearn_shared.registry import FRAMEWORKS
 
 __all__ = ["derive", "targets", "markdown", "charts"]
 
@@ -61,12 +65,14 @@ def derive(results: dict[str, Any]) -> None:
         r["frac_gemm"] = r["gflops_per_s"] / peak if peak else None
     shares = []
     for s in steps.get("sampler", []):
-        for framework in ("torch", "tf"):
+        for framework in FRAMEWORKS:
             best = _best(steps.get("records", []), workload=s["workload"], framework=framework,
                          phase="train")
             if best:
                 share = s["median_s"] / (s["median_s"] + best["median_s"])
-                shares.append({"workload": s["workload"], "framework": framework,
+                shares.append({"workload": s["workload"], "model": s.get("model"),
+                               "family": s.get("family"), "task": s.get("task"),
+                               "framework": framework,
                                "best_mode": best["mode"], "sampler_s": s["median_s"],
                                "step_s": best["median_s"], "share": share})
     if steps:
@@ -119,66 +125,57 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             why = (results.get("sampling") or {}).get("notes", {}).get("easyfsl", "")
         add(f"sampler ≥ 10× {label} (5w1s15q episodes/s)", ratio, 10.0, True, why)
 
-    # 2. sampler share of a training step
+    # 2. sampler share of a training step: the few-shot models' 5-way 1-shot 15-query
+    # workloads (quick: whatever few-shot workloads ran)
     steps = results.get("steps") or {}
-    shares = [s for s in steps.get("sampler_share", []) if s["workload"].startswith("protonet-5w")
-              or (results["meta"]["quick"] and s["workload"].startswith("protonet"))]
+    standard = {"ways": 5, "shots": 1, "queries": 15}
+    shares = [s for s in steps.get("sampler_share", []) if s.get("family") == "fewshot"
+              and (results["meta"]["quick"] or standard.items() <= (s.get("task") or {}).items())]
     worst = max(shares, key=lambda s: s["share"]) if shares else None
-    add("sampler < 5% of a ProtoNet 5w1s15q training step (best mode, each framework)",
+    add("sampler < 5% of a few-shot 5w1s15q training step (best mode, each framework)",
         worst["share"] if worst else None, 0.05, False,
         f"{worst['framework']} {worst['best_mode']}: sampler {worst['sampler_s'] * 1e3:.2f} ms "
         f"vs step {worst['step_s'] * 1e3:.2f} ms" if worst else "",
         per_framework={s["framework"]: s["share"] for s in shares})
 
-    # 3. FLOP fraction of GEMM for the conv models, best training mode of each framework
+    # 3. FLOP fraction of GEMM for the conv workloads, best training mode of each framework
     recs = steps.get("records", [])
     peak = gemm_peak(results)
-    conv_workloads = sorted({r["workload"] for r in recs if r["model"] in ("siamese", "protonet")})
+    conv_workloads = sorted({r["workload"] for r in recs if r.get("conv")})
     for w in conv_workloads:
-        for framework in ("torch", "tf"):
+        for framework in FRAMEWORKS:
             best = _best(recs, workload=w, framework=framework, phase="train")
             frac = best.get("frac_gemm") if best else None
             why = _profile_why(best, threads)
-            ablation = next((a for a in steps.get("tf_batchnorm_ablation", [])
-                             if a["workload"] == w), None)
-            if framework == "tf" and ablation:
-                why += (f"; BatchNorm ablation: {ablation['model_bn_s'] * 1e3:.0f} ms/step with "
-                        f"the model's float64-statistics BatchNorm, "
-                        f"{ablation['keras_bn_s'] * 1e3:.0f} ms with Keras' own "
-                        f"({ablation['bn_share']:.0%} of the step)")
             if best and peak:
                 why = (f"{best['gflops_per_s']:.1f} GFLOP/s vs GEMM {peak:.1f} GFLOP/s; " + why)
             add(f"{w} training, best {framework} mode ≥ 50% of GEMM FLOP/s", frac, 0.5, True,
                 why, mode=best["mode"] if best else None)
 
-    # 4. best TF vs best torch, every workload (training; inference reported alongside)
+    # 4. best Keras vs best torch, every workload (training; inference reported alongside)
     for w in sorted({r["workload"] for r in recs}):
         bt = _best(recs, workload=w, framework="torch", phase="train")
-        bf = _best(recs, workload=w, framework="tf", phase="train")
+        bf = _best(recs, workload=w, framework="keras", phase="train")
         ratio = max(bt["per_s"], bf["per_s"]) / min(bt["per_s"], bf["per_s"]) if bt and bf else None
         why = ""
         if ratio is not None and ratio > 1.5:
             slow, fast = (bt, bf) if bt["per_s"] < bf["per_s"] else (bf, bt)
             why = (f"faster: {fast['framework']} {fast['mode']} {fast['per_s']:.1f}/s "
                    f"({fast['cpu_s'] * 1e3:.0f} ms CPU/step); slower: {_profile_why(slow, threads)}")
-            ablation = next((a for a in steps.get("tf_batchnorm_ablation", [])
-                             if a["workload"] == w), None)
-            if slow["framework"] == "tf" and ablation:
-                why += (f"; with Keras' own BatchNorm the TF step takes "
-                        f"{ablation['keras_bn_s'] * 1e3:.0f} ms instead of "
-                        f"{ablation['model_bn_s'] * 1e3:.0f} ms")
         bti = _best(recs, workload=w, framework="torch", phase="infer")
-        bfi = _best(recs, workload=w, framework="tf", phase="infer")
+        bfi = _best(recs, workload=w, framework="keras", phase="infer")
         infer = (max(bti["per_s"], bfi["per_s"]) / min(bti["per_s"], bfi["per_s"])
                  if bti and bfi else None)
-        add(f"{w}: best TF and best torch training within 1.5×", ratio, 1.5, False, why,
-            faster=(bt and bf and ("torch" if bt["per_s"] > bf["per_s"] else "tf")) or None,
+        add(f"{w}: best Keras and best torch training within 1.5×", ratio, 1.5, False, why,
+            faster=(bt and bf and ("torch" if bt["per_s"] > bf["per_s"] else "keras")) or None,
             inference_ratio=infer)
 
-    # 5. MANN: compiled ≥ 3× eager, each framework
-    for framework, compiled in (("torch", ("compile",)), ("tf", ("function", "xla"))):
-        eager = _best(recs, model="mann", framework=framework, mode="eager", phase="train")
-        comp = max((r for m in compiled if (r := _best(recs, model="mann", framework=framework,
+    # 5. the sequence models (the MANN's target, issue 6): compiled ≥ 3× eager, each framework
+    sequence_models = list(dict.fromkeys(r["model"] for r in recs if r.get("family") == "sequence"))
+    for model, (framework, compiled) in ((m, c) for m in sequence_models for c in (
+            ("torch", ("compile",)), ("keras", ("function", "xla")))):
+        eager = _best(recs, model=model, framework=framework, mode="eager", phase="train")
+        comp = max((r for m in compiled if (r := _best(recs, model=model, framework=framework,
                                                        mode=m, phase="train"))),
                    key=lambda r: r["per_s"], default=None)
         ratio = comp["per_s"] / eager["per_s"] if comp and eager else None
@@ -187,7 +184,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             why = (f"eager {eager['median_s'] * 1e3:.0f} ms/step, {comp['mode']} "
                    f"{comp['median_s'] * 1e3:.0f} ms/step (first call {comp['first_call_s']:.1f} s); "
                    + _profile_why(comp, threads))
-        add(f"MANN training: compiled ≥ 3× eager ({framework})", ratio, 3.0, True, why,
+        add(f"{model} training: compiled ≥ 3× eager ({framework})", ratio, 3.0, True, why,
             compiled_mode=comp["mode"] if comp else None)
 
     # 6. the seed loop
@@ -201,8 +198,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if ratio is not None and ratio < 2:
         why = (f"best pipeline '{best['variant']}' {best['per_s']:.0f} pairs/s vs seed loop "
                f"{base['per_s']:.0f}; the step dominates both (see the ladder)")
-    add("our Siamese pipeline ≥ 2× the seed-style loop (pairs/s)", ratio, 2.0, True, why,
-        best_pipeline=best["variant"] if best else None,
+    add("our pipeline ≥ 2× the seed-style loop, the seed's network (pairs/s)", ratio, 2.0,
+        True, why, best_pipeline=best["variant"] if best else None,
         ratios={p["variant"]: p["per_s"] / base["per_s"] for p in ours} if base else {})
     for t in out:
         t["load_average"] = load
@@ -226,8 +223,9 @@ def markdown(results: dict[str, Any]) -> str:
            f"{meta['device']}; threads: {meta['threads']}; load average at start "
            f"{env['load_average_1_5_15']}, at end {meta.get('load_average_end')}; "
            f"torch {env.get('torch', {}).get('version', '–')}, "
-           f"tensorflow {env.get('tf', {}).get('version', '–')}, "
-           f"keras {env.get('tf', {}).get('keras', '–')}; quick={meta['quick']}.", ""]
+           f"keras {env.get('keras', {}).get('version', '–')} "
+           f"({env.get('keras', {}).get('backend', '–')} "
+           f"{env.get('keras', {}).get('tensorflow', '–')}); quick={meta['quick']}.", ""]
     if meta.get("numerics"):
         out += [f"Numerics: {meta['numerics']}", ""]
     if results.get("gemm"):
@@ -254,13 +252,6 @@ def markdown(results: dict[str, Any]) -> str:
                          r.get("peak_mib"), r["first_call_s"]])
         out += [_table(["workload", "fw", "mode", "phase", "rate", "ms", "CPU ms", "faults",
                         "GFLOP/s", "%GEMM", "peak MiB", "first s"], rows), ""]
-        if steps.get("tf_batchnorm_ablation"):
-            out += ["Keras BatchNorm ablation (``function`` training; the model's BatchNorm "
-                    "computes batch statistics in float64 for parity with torch):", "",
-                    _table(["workload", "model BN ms", "Keras BN ms", "share of step"],
-                           [[a["workload"], a["model_bn_s"] * 1e3, a["keras_bn_s"] * 1e3,
-                             f"{a['bn_share']:.0%}"] for a in steps["tf_batchnorm_ablation"]]),
-                    ""]
         if steps.get("sampler_share"):
             out += ["Sampler's share of a training step (best mode):", "",
                     _table(["workload", "fw", "mode", "sampler ms", "step ms", "share"],
@@ -345,7 +336,7 @@ def _mem_kind(records: list[dict[str, Any]]) -> str:
 
 
 # -- charts --------------------------------------------------------------------------------
-_COLORS = {"torch": "#ee4c2c", "tf": "#ff8f00"}
+_COLORS = {"torch": "#ee4c2c", "keras": "#ff8f00"}
 
 
 def charts(results: dict[str, Any], stem: Path) -> list[Path]:

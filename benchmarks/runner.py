@@ -8,10 +8,10 @@ Sections (``--only``, comma-separated; all by default, run in this order):
   (:mod:`benchmarks.steps`);
 * ``seed`` — the seed document's loop vs our pipeline, and the torch gap ladder
   (:mod:`benchmarks.seed_loop`);
-* ``scaling`` — ProtoNet and MANN training throughput on 1 and 2 processes / replicas with
-  the same meta-batch: torch DDP under ``torchrun``, TF ``MirroredStrategy`` and
-  ``MultiWorkerMirroredStrategy`` (:mod:`benchmarks.scaling`; its workers run in fresh
-  processes).
+* ``scaling`` — training throughput of the meta-batch-splitting families' models on 1 and
+  2 processes / replicas with the same meta-batch: torch DDP under ``torchrun``, Keras on
+  TF's ``MirroredStrategy`` and ``MultiWorkerMirroredStrategy`` (:mod:`benchmarks.scaling`;
+  its workers run in fresh processes).
 
 Output, in ``--out`` (``results/`` by default): ``<timestamp>.json`` (everything: the
 environment, every measurement, the targets), ``<timestamp>.md`` (the same as tables,
@@ -35,11 +35,12 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.common import Budget, Device, dumps, environment, set_threads
+from metalearn_shared import models
+from metalearn_shared.registry import FRAMEWORK_ALIASES, FRAMEWORKS, canonical_framework
 
 __all__ = ["main", "SECTIONS"]
 
 SECTIONS = ("gemm", "sampling", "steps", "seed", "scaling")
-FRAMEWORKS = ("torch", "tf")
 
 
 def _parse(argv: Sequence[str] | None, prog: str = "python -m benchmarks") -> argparse.Namespace:
@@ -48,8 +49,12 @@ def _parse(argv: Sequence[str] | None, prog: str = "python -m benchmarks") -> ar
     p.add_argument("--quick", action="store_true", help="tiny sizes and repeats (seconds)")
     p.add_argument("--only", default=",".join(SECTIONS),
                    help=f"comma-separated sections out of {','.join(SECTIONS)} (default: all)")
-    p.add_argument("--frameworks", default="torch,tf", help="comma-separated: torch,tf")
-    p.add_argument("--models", default="", help="comma-separated registry names (steps section)")
+    p.add_argument("--frameworks", default=",".join(FRAMEWORKS),
+                   help=f"comma-separated: {','.join(FRAMEWORKS)} (aliases: "
+                        f"{', '.join(f'{a}={c}' for a, c in sorted(FRAMEWORK_ALIASES.items()))})")
+    p.add_argument("--models", default="",
+                   help="comma-separated registry names (steps section): "
+                        + ",".join(models.names()))
     p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     p.add_argument("--out", default="results", help="folder for the JSON, Markdown and PNGs")
     p.add_argument("--repeats", type=int, default=None,
@@ -62,12 +67,19 @@ def _parse(argv: Sequence[str] | None, prog: str = "python -m benchmarks") -> ar
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convs on the GPU")
     args = p.parse_args(argv)
     args.sections = tuple(s for s in args.only.split(",") if s)
-    args.framework_list = tuple(f for f in args.frameworks.split(",") if f)
     bad = [s for s in args.sections if s not in SECTIONS]
-    bad += [f for f in args.framework_list if f not in FRAMEWORKS]
+    frameworks = []
+    for f in filter(None, args.frameworks.split(",")):
+        try:
+            frameworks.append(canonical_framework(f))
+        except ValueError:
+            bad.append(f)
+    args.framework_list = tuple(dict.fromkeys(frameworks))  # "tf,keras" is one framework
+    args.model_list = tuple(m for m in args.models.split(",") if m)
+    bad += [m for m in args.model_list if m not in models.names()]
     if bad:
-        p.error(f"unknown section or framework {bad}; sections: {SECTIONS}, frameworks: "
-                f"{FRAMEWORKS}.")
+        p.error(f"unknown section, framework or model {bad}; sections: {SECTIONS}, frameworks: "
+                f"{FRAMEWORKS} (aliases {sorted(FRAMEWORK_ALIASES)}), models: {models.names()}.")
     return args
 
 
@@ -80,8 +92,8 @@ def _numerics(device: Device, frameworks: tuple[str, ...], tf32: bool) -> str:
 
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
-    if "tf" in frameworks:
-        import tensorflow as tf
+    if "keras" in frameworks:
+        import tensorflow as tf  # Keras 3's backend
 
         tf.config.experimental.enable_tensor_float_32_execution(tf32)
     return (f"float32 weights and activations, TF32 {'ON' if tf32 else 'OFF'} for matmuls "
@@ -149,9 +161,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
             from benchmarks.steps import run_steps
 
             say("steps")
-            models = tuple(m for m in args.models.split(",") if m)
             results["steps"] = run_steps(quick, budget, frameworks, device, compile_backend,
-                                         progress=say, only_models=models)
+                                         progress=say, only_models=args.model_list)
         if "seed" in args.sections:
             from benchmarks.seed_loop import run_seed
 

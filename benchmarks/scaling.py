@@ -1,7 +1,9 @@
 """Section ``scaling``: meta-training throughput on 1 and 2 processes / replicas, the same
 total meta-batch on both.
 
-What is compared (ProtoNet conv4 and MANN; the library's own distributed trainers, not a
+What is compared (:data:`MODELS`: per family whose meta-batch the distributed trainers
+split, the registered model with the most training FLOPs per step at full size — ProtoNet
+conv4 and the MANN among the built-in ones; the library's own distributed trainers, not a
 re-implementation: :func:`metalearn_torch.distributed.meta_step`,
 :class:`metalearn_tf.distributed.DistributedStep`):
 
@@ -10,15 +12,17 @@ engine              what runs
 ==================  ========================================================================
 torch DDP           ``python -m torch.distributed.run --nproc-per-node W`` (gloo on CPU,
                     NCCL on GPUs); ``W = 1`` is the same worker without the launcher
-TF mirrored         ``MirroredStrategy`` over ``W`` logical CPU devices (``W`` GPUs), one
-                    process holding both ``W = 1`` and ``W = 2``
-TF multiworker      ``MultiWorkerMirroredStrategy``, ``W`` local worker processes on
+Keras mirrored      TF's ``MirroredStrategy`` over ``W`` logical CPU devices (``W`` GPUs),
+                    one process holding both ``W = 1`` and ``W = 2``
+Keras multiworker   TF's ``MultiWorkerMirroredStrategy``, ``W`` local worker processes on
                     127.0.0.1 (``TF_CONFIG``); full mode only
 ==================  ========================================================================
 
-Workloads: full — ProtoNet conv4 28×28, 5-way 1-shot 15-query, meta-batch 4 episodes per
-step (320 images); MANN paper sizes, 20×20, 5 ways × 10 samples, batch 16 sequences per step
-(800 images). ``--quick`` — the equivalence checks' tiny models
+Workloads: full — each model at its spec's defaults (``spec.defaults``, the options'
+defaults) on the task of its first full-size benchmark workload (``spec.workloads(False)``),
+:data:`META_BATCH` episodes per step: ProtoNet conv4 28×28, 5-way 1-shot 15-query, 4 episodes
+(320 images); MANN paper sizes, 20×20, 5 ways × 10 samples, 16 sequences (800 images).
+``--quick`` — the equivalence checks' tiny models
 (:func:`metalearn_shared.distributed.tiny_setup`), meta-batch 2, one warm-up and two timed
 steps: the figures only show that every path runs.
 
@@ -32,7 +36,7 @@ Scaling efficiency = throughput at W / (W × throughput at 1), with the same met
 ``1.0`` means W times faster; the baseline is the same framework and engine family at
 ``W = 1`` with all the threads (see :data:`THREAD_POLICIES`).
 
-GPU: ``--device cuda`` takes the NCCL path (torch) and ``MirroredStrategy`` over GPUs (TF);
+GPU: ``--device cuda`` takes the NCCL path (torch) and ``MirroredStrategy`` over GPUs (Keras);
 2-way rows need 2 visible GPUs and are skipped otherwise. **That path has not been run**:
 the machine this was written on has no GPU; the report says so on every CUDA row.
 """
@@ -52,13 +56,30 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from metalearn_shared.distributed import free_ports
+from metalearn_shared import models
+from metalearn_shared.distributed import FAMILIES, free_ports
+from metalearn_shared.registry import FRAMEWORKS, ModelSpec, canonical_framework
 
-__all__ = ["MODELS", "THREAD_POLICIES", "GPU_NOTE", "run_scaling", "workload_setup",
-           "time_steps", "efficiency", "main"]
+__all__ = ["MODELS", "META_BATCH", "THREAD_POLICIES", "GPU_NOTE", "scaling_models",
+           "run_scaling", "workload_setup", "time_steps", "efficiency", "main"]
 
-#: Registry names measured (the two families the distributed trainers split).
-MODELS = ("protonet", "mann")
+
+def _train_flops(spec: ModelSpec) -> float:
+    """Training FLOPs per call of ``spec``'s heaviest full-size benchmark workload."""
+    return max((spec.flops(w.config, w.task)[1] for w in spec.workloads(False)), default=0.0)
+
+
+def scaling_models() -> tuple[str, ...]:
+    """Per family the distributed trainers split (:data:`metalearn_shared.distributed.FAMILIES`),
+    the registered model with the most training FLOPs per step at full size: the one that
+    has the most to gain from a second worker."""
+    return tuple(max(specs, key=_train_flops).name for f in FAMILIES if (specs := models.specs(f)))
+
+
+#: Registry names measured.
+MODELS = scaling_models()
+#: Episodes (sequences) per full-size step, per family: the same total on 1 and 2 workers.
+META_BATCH = {"fewshot": 4, "sequence": 16}
 #: Threads per process at ``W`` processes: ``split`` gives each ``threads // W`` (the
 #: machine's threads shared out, what ``torchrun`` assumes when it sets OMP_NUM_THREADS=1);
 #: ``all`` gives each all of them (oversubscribed on a CPU: the processes compete).
@@ -66,8 +87,6 @@ THREAD_POLICIES = ("split", "all")
 GPU_NOTE = ("GPU path (NCCL, MirroredStrategy over GPUs) written but untested: no GPU was "
             "available where this benchmark was developed.")
 ROOT = Path(__file__).resolve().parents[1]
-_FULL = {"protonet": {"meta_batch": 4, "ways": 5, "shots": 1, "queries": 15},
-         "mann": {"meta_batch": 16, "ways": 5, "samples_per_class": 10}}
 _QUICK_META_BATCH = 2
 
 
@@ -80,15 +99,18 @@ def workload_setup(name: str, quick: bool, framework: str, root: Path) -> tuple[
 
     if quick:
         return D.tiny_setup(name, 0, _QUICK_META_BATCH, root, framework), _QUICK_META_BATCH
-    spec = _FULL[name]
-    e = spec["meta_batch"]
-    args = argparse.Namespace(
-        model=name, backbone="conv4", head="contrastive", dataset="glyphs", data_dir=None,
-        size=None, rotations=False, seed=0, steps=0, lr=None, optimizer=None,
-        batch=e if name == "mann" else None, ways=spec["ways"], shots=spec.get("shots", 1),
-        queries=spec.get("queries", 15), samples_per_class=spec.get("samples_per_class", 10),
-        out=str(root / name))
-    return T.setup_from_args(args, framework), e
+    spec = models.get(name)
+    task = spec.workloads(False)[0].task
+    e = META_BATCH[spec.family]
+    options = {opt.dest: opt.kwargs.get("default") for opt in spec.options}
+    args = argparse.Namespace(**{
+        **options, "model": name, "dataset": "glyphs", "data_dir": None, "size": None,
+        "rotations": False, "seed": 0, "steps": 0, "lr": None, "optimizer": None,
+        # a sequence step takes `batch` sequences; a few-shot step E episodes (the meta-batch)
+        "batch": e if spec.family == "sequence" else None, "ways": task.ways,
+        "shots": task.shots, "queries": task.queries,
+        "samples_per_class": task.samples_per_class, "out": str(root / name)})
+    return T.setup_from_args(args), e
 
 
 def _work_per_step(setup: Any, e: int) -> dict[str, int]:
@@ -134,7 +156,7 @@ def _torch_worker(a: argparse.Namespace) -> list[dict[str, Any]]:
     from metalearn_shared import training as T
     from metalearn_torch import distributed as TD
     from metalearn_torch.models import build_model
-    from metalearn_torch.train import make_optimizer
+    from metalearn_torch.optimizers import make_optimizer
 
     torch.set_num_threads(a.threads)
     ctx = TD.init_from_env("nccl" if a.device == "cuda" else "gloo")
@@ -146,7 +168,7 @@ def _torch_worker(a: argparse.Namespace) -> list[dict[str, Any]]:
             for name in a.models:
                 setup, e = workload_setup(name, a.quick, "torch", Path(tmp))
                 model = build_model(setup.model_config, seed=0).to(ctx.device).train()
-                opt = make_optimizer(model.parameters(), setup.train)
+                opt = make_optimizer(setup.train.optimizer, model.parameters(), lr=setup.train.lr)
                 wrapped = TD.wrap(model, ctx, "ddp")
                 sampler = T.train_sampler(setup)
 
@@ -175,15 +197,15 @@ def _torch_worker(a: argparse.Namespace) -> list[dict[str, Any]]:
     return records if ctx.is_main else []
 
 
-def _tf_worker(a: argparse.Namespace) -> list[dict[str, Any]]:
-    import tensorflow as tf
+def _keras_worker(a: argparse.Namespace) -> list[dict[str, Any]]:
+    import tensorflow as tf  # Keras 3's backend: threads, strategies, devices
 
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
     tf.config.threading.set_inter_op_parallelism_threads(a.threads)
     from metalearn_shared import training as T
     from metalearn_tf import distributed as TD
     from metalearn_tf.models import build_model
-    from metalearn_tf.train import make_optimizer
+    from metalearn_tf.optimizers import make_optimizer
 
     # Every strategy before any op: the CPU split into logical devices needs a fresh runtime.
     if a.distribute == "multiworker":
@@ -197,7 +219,7 @@ def _tf_worker(a: argparse.Namespace) -> list[dict[str, Any]]:
                 setup, e = workload_setup(name, a.quick, "keras", Path(tmp))
                 with strategy.scope():
                     model = build_model(setup.model_config, seed=0)
-                    opt = make_optimizer(setup.train)
+                    opt = make_optimizer(setup.train.optimizer, lr=setup.train.lr)
                     opt.build(model.trainable_variables)
                 step_fn = TD.DistributedStep(model, opt, strategy, setup.family, e)
                 sampler = T.train_sampler(setup)
@@ -208,7 +230,7 @@ def _tf_worker(a: argparse.Namespace) -> list[dict[str, Any]]:
                 devices = "GPU" if tf.config.list_physical_devices("GPU") else "logical CPU"
                 engine = (f"MultiWorkerMirrored, {world} worker process(es)" if kind == "multiworker"
                           else f"Mirrored, {world} {devices} device(s)")
-                records.append({"model": name, "framework": "tf", "world": world,
+                records.append({"model": name, "framework": "keras", "world": world,
                                 "engine": engine, "family_engine": kind,
                                 "threads_per_process": a.threads, "meta_batch": e,
                                 "per_rank_meta_batch": e // world, **work, **timing,
@@ -219,7 +241,7 @@ def _tf_worker(a: argparse.Namespace) -> list[dict[str, Any]]:
 def _parse_worker(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scaling",
                                 description="one worker of the scaling section (internal)")
-    p.add_argument("framework", choices=("torch", "tf"))
+    p.add_argument("framework", type=canonical_framework, help=" | ".join(FRAMEWORKS))
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=1)
@@ -234,7 +256,7 @@ def _parse_worker(argv: Sequence[str]) -> argparse.Namespace:
 
 def _worker_main(argv: Sequence[str]) -> int:
     a = _parse_worker(argv)
-    records = _torch_worker(a) if a.framework == "torch" else _tf_worker(a)
+    records = _torch_worker(a) if a.framework == "torch" else _keras_worker(a)
     if records:
         Path(a.json).write_text(json.dumps(records))
     return 0
@@ -370,19 +392,19 @@ def run_scaling(quick: bool, frameworks: tuple[str, ...], device: Any, threads: 
                 for policy, t in policies.items():
                     attempt(f"torch ×2 ({policy})", lambda t=t, p=policy: torch_run(2, t, p),
                             thread_policy=policy)
-        if "tf" in frameworks:
-            def tf_mirrored() -> list[dict[str, Any]]:
-                out = work / "tf-mirrored.json"
+        if "keras" in frameworks:
+            def keras_mirrored() -> list[dict[str, Any]]:
+                out = work / "keras-mirrored.json"
                 reps = ["1", "2"] if two_ok else ["1"]
-                cmd = [py, *_worker_args("tf", quick, threads, warmup, steps, kind, out),
+                cmd = [py, *_worker_args("keras", quick, threads, warmup, steps, kind, out),
                        "--replicas", *reps]
                 return _launch([cmd], [_env(threads)], out, timeout)
 
-            attempt("tf mirrored ×1, ×2", tf_mirrored, thread_policy="all (one process)")
+            attempt("keras mirrored ×1, ×2", keras_mirrored, thread_policy="all (one process)")
             if multiworker:
                 for n, policy, t in ((1, "all", threads),
                                      *((2, p, t) for p, t in policies.items())):
-                    attempt(f"tf multiworker ×{n} ({policy})",
+                    attempt(f"keras multiworker ×{n} ({policy})",
                             lambda n=n, t=t, p=policy: _multiworker(n, t, p, quick, warmup, steps,
                                                                     work, timeout),
                             thread_policy=policy)
@@ -400,19 +422,19 @@ def run_scaling(quick: bool, frameworks: tuple[str, ...], device: Any, threads: 
 
 def _multiworker(n: int, threads: int, tag: str, quick: bool, warmup: int, steps: int,
                  work: Path, timeout: float) -> list[dict[str, Any]]:
-    out = work / f"tf-multiworker-{n}-{tag}.json"
+    out = work / f"keras-multiworker-{n}-{tag}.json"
     hosts = [f"127.0.0.1:{p}" for p in free_ports(n)]
     cmds, envs = [], []
     for i in range(n):
         config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}
-        cmds.append([sys.executable, *_worker_args("tf", quick, threads, warmup, steps, "cpu",
-                                                   out), "--distribute", "multiworker"])
+        cmds.append([sys.executable, *_worker_args("keras", quick, threads, warmup, steps,
+                                                   "cpu", out), "--distribute", "multiworker"])
         envs.append(_env(threads, TF_CONFIG=json.dumps(config)))
     return _launch(cmds, envs, out, timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Worker entry point: ``python -m benchmarks.scaling torch|tf …`` (the runner starts it;
+    """Worker entry point: ``python -m benchmarks.scaling torch|keras …`` (the runner starts it;
     run the section with ``python -m benchmarks --only scaling``)."""
     return _worker_main(sys.argv[1:] if argv is None else argv)
 

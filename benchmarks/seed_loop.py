@@ -1,5 +1,10 @@
-"""Section ``seed``: the seed document's training loop against our Siamese pipeline, and
-why torch eager lags TF on the seed network (the "gap ladder").
+"""Section ``seed``: the seed document's training loop against our pipeline for the same
+network, and why torch eager lags Keras on the seed network (the "gap ladder").
+
+Our side is the registered model whose spec carries the seed document's configuration
+(:attr:`metalearn_shared.registry.ModelSpec.seed_document`: the Siamese network with the
+seed backbone and the cosine head), trained with its spec's default optimiser and learning
+rate on its default image size.
 
 The seed document (section 5.1) trains a ``SiameseNetwork`` — Conv 64@5×5, ReLU, MaxPool 2,
 Conv 128@5×5, ReLU, MaxPool 2, Linear 2048→1024, ReLU, Linear 1024→128, each twin image
@@ -30,11 +35,12 @@ from typing import Any
 from benchmarks.bench_sampling import make_dataset
 from benchmarks.common import Budget, Device, measure, memory_probe
 from benchmarks.steps import torch_profile
-from metalearn_shared.config import BackboneConfig, TrainConfig
-from metalearn_shared.models.siamese import SiameseConfig
+from metalearn_shared import models
 from metalearn_shared.episodes import PairSampler
+from metalearn_shared.registry import ModelSpec
 
-__all__ = ["SeedSiameseNetwork", "seed_pair_loader", "run_seed", "MALLOC_TUNABLES"]
+__all__ = ["SeedSiameseNetwork", "seed_pair_loader", "seed_spec", "torch_train_step", "run_seed",
+           "MALLOC_TUNABLES"]
 
 #: glibc malloc settings that keep freed activations in the heap for reuse instead of
 #: returning them to the kernel (``mmap_threshold`` at its 32 MiB maximum, trimming off),
@@ -143,28 +149,43 @@ def _seed_loop_call(images: Any, sampler: PairSampler, batches: int, device: Dev
     return call
 
 
-def torch_train_step(config: SiameseConfig, sampler: PairSampler, device: Device, *,
+def seed_spec() -> ModelSpec:
+    """The registered model whose spec carries the seed document's configuration."""
+    spec = next((s for s in models.specs() if s.seed_document is not None), None)
+    if spec is None:
+        raise LookupError("no registered model has a seed_document; the seed section compares "
+                          "the seed's loop against that model (metalearn_shared.registry).")
+    if spec.family != "pairs":
+        raise ValueError(f"the seed document trains on pairs; {spec.name!r} carries its "
+                         f"configuration but its family is {spec.family!r}.")
+    return spec
+
+
+def torch_train_step(config: Any, sampler: PairSampler, device: Device, *,
                      channels_last: bool = False, fused_adam: bool = False,
                      compile_backend: str | None = None, sample: bool = True
                      ) -> Callable[[], None]:
-    """Our torch Siamese training step; ``sample``: draw batch ``i`` each call (the
-    pipeline) or reuse batch 0 (the step alone). Knobs off = the library's defaults."""
+    """Our torch training step of ``config``'s model; ``sample``: draw batch ``i`` each call
+    (the pipeline) or reuse batch 0 (the step alone). Knobs off = the library's defaults
+    (the optimiser and learning rate of the model's spec)."""
     import torch
 
     from metalearn_torch.models import build_model
-    from metalearn_torch.train import make_optimizer
+    from metalearn_torch.optimizers import make_optimizer
 
+    defaults = models.get(config.model).defaults
     model = build_model(config, seed=0).to(device.torch_device())
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if fused_adam:
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7, fused=True)
+        opt = torch.optim.Adam(model.parameters(), lr=defaults.lr, eps=1e-7, fused=True)
     else:
-        opt = make_optimizer(model.parameters(), TrainConfig(lr=1e-3, optimizer="adam"))
+        opt = make_optimizer(defaults.optimizer, model.parameters(), lr=defaults.lr)
     loss_fn = model.make_loss()
 
-    def forward_loss(x1: Any, x2: Any, y: Any) -> Any:
-        return loss_fn(model(x1, x2), y)
+    def forward_loss(*args: Any) -> Any:
+        *inputs, y = args
+        return loss_fn(model(*inputs), y)
 
     if compile_backend:
         forward_loss = torch.compile(forward_loss, backend=compile_backend)
@@ -173,8 +194,8 @@ def torch_train_step(config: SiameseConfig, sampler: PairSampler, device: Device
     model.train()
 
     def call() -> None:
-        (x1, x2), y = model.inputs_and_target(sampler.episode(next(counter))) if sample else fixed
-        loss = forward_loss(x1, x2, y)
+        inputs, y = model.inputs_and_target(sampler.episode(next(counter))) if sample else fixed
+        loss = forward_loss(*inputs, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -182,16 +203,17 @@ def torch_train_step(config: SiameseConfig, sampler: PairSampler, device: Device
     return call
 
 
-def _tf_pipeline_call(config: SiameseConfig, sampler: PairSampler, device: Device,
-                      mode: str) -> Callable[[], None]:
-    import tensorflow as tf
+def _keras_pipeline_call(config: Any, sampler: PairSampler, device: Device,
+                         mode: str) -> Callable[[], None]:
+    import tensorflow as tf  # Keras 3's backend: device placement
 
     from metalearn_tf.models import build_model
-    from metalearn_tf.train import make_optimizer
+    from metalearn_tf.optimizers import make_optimizer
 
+    defaults = models.get(config.model).defaults
     with tf.device(device.tf_device()):
         model = build_model(config, seed=0)
-        model.compile(optimizer=make_optimizer(TrainConfig(lr=1e-3, optimizer="adam")),
+        model.compile(optimizer=make_optimizer(defaults.optimizer, lr=defaults.lr),
                       loss=model.make_loss(), run_eagerly=mode == "eager",
                       jit_compile=mode == "xla")
     counter = itertools.count()
@@ -246,10 +268,12 @@ def probe_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _ladder_setup(quick: bool) -> tuple[SiameseConfig, Any, PairSampler]:
-    """The seed-backbone cosine-head config, the images (uint8), and the pair sampler."""
-    dataset = make_dataset(40 if quick else 200, 20, 28)
-    config = SiameseConfig(backbone=BackboneConfig(name="seed"), head="cosine")
+def _ladder_setup(quick: bool) -> tuple[Any, Any, PairSampler]:
+    """The seed document's config (:func:`seed_spec`), the images (uint8, the spec's default
+    size), and the pair sampler."""
+    spec = seed_spec()
+    dataset = make_dataset(40 if quick else 200, 20, spec.defaults.image_size)
+    config = spec.seed_document
     return config, dataset.images, PairSampler(dataset, batch=4 if quick else 128, seed=0)
 
 
@@ -309,10 +333,10 @@ def run_seed(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: D
                                                     fused_adam=True,
                                                     compile_backend=compile_backend), "torch",
                            compile_backend=compile_backend))
-    if "tf" in frameworks:
+    if "keras" in frameworks:
         pipelines.append(timed("ours keras tf.function",
-                               lambda: _tf_pipeline_call(config, sampler, device, "function"),
-                               "tf"))
+                               lambda: _keras_pipeline_call(config, sampler, device, "function"),
+                               "keras"))
 
     # The ladder: the step alone (no sampling), one knob at a time.
     ladder: list[dict[str, Any]] = []

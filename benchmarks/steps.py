@@ -1,135 +1,130 @@
 """Section ``steps``: a training step and an inference call of every registered model, in
 every mode of each framework.
 
-Workloads (full size; ``--quick`` shrinks every one):
-
-==================  =========================================================  ==========
-key                 what one call does                                         unit
-==================  =========================================================  ==========
-siamese-seed        128 pairs, seed backbone, cosine head (the seed's setup)   pairs
-siamese-conv4       128 pairs, conv4 backbone, contrastive head                pairs
-protonet-5w1s15q    one 5-way 1-shot 15-query episode, conv4                   episodes
-protonet-20w1s15q   one 20-way 1-shot 15-query episode, conv4                  episodes
-mann                16 episodes × 50 steps (5 ways × 10), 20×20, paper sizes   episodes
-lstm                the same episodes, LSTM(200) baseline                      episodes
-==================  =========================================================  ==========
+Workloads: every registered model's own (``spec.workloads(quick)``,
+:class:`metalearn_shared.registry.Workload`: a config, the task one call runs, the unit it
+counts, the image size, whether it has convolutions); ``--quick`` takes each spec's tiny
+ones. The inputs come from the sampler of the model's family at the workload's image size,
+the FLOPs from the spec's formula (:func:`benchmarks.flops.model_flops`), the optimiser and
+learning rate from the spec's training defaults (``spec.defaults``) — a model registered
+outside the library is benchmarked like the built-in ones.
 
 Modes:
 
 * torch ``eager``; ``eager-cl`` (channels-last weights and inputs, conv models);
-  ``compile`` — ``torch.compile`` of forward + loss for the conv models, and of the
-  per-step cell (``model.compile_cell()``, the library's option) for the sequence models —
-  a whole-episode ``torch.compile`` unrolls the 50 steps into one graph: measured once on
-  this machine, the MANN took 309 s to compile and then ran no faster (256 vs 209 ms per
-  training step), the LSTM 110 s for 46 vs 77 ms; ``compile-cl`` (both, conv models).
+  ``compile`` — ``torch.compile`` of forward + loss, or, for a model that offers it
+  (``model.compile_cell()``: the recurrent models), of the per-step cell — a whole-episode
+  ``torch.compile`` unrolls the time steps into one graph: measured once on this machine,
+  the MANN took 309 s to compile and then ran no faster (256 vs 209 ms per training step),
+  the LSTM 110 s for 46 vs 77 ms; ``compile-cl`` (both, conv models).
 * Keras ``eager`` (``compile(run_eagerly=True)``), ``function`` (``tf.function``, Keras'
   default), ``xla`` (``jit_compile=True``); steps through ``train_on_batch`` /
   ``predict_on_batch``, which return numpy (the barrier on a GPU).
 
 A training step is forward, loss, backward and the optimiser update with the library's own
-optimiser settings (``make_optimizer`` of each framework: Adam 1e-3 for the metric models,
-RMSprop 1e-4 for the sequence models, epsilons pinned equal); inference is a forward pass
-in inference mode (BatchNorm running statistics, no gradients). Inputs are prepared once
-(sampler → framework tensors) and reused: the sampler's own cost is reported separately
+optimiser settings (``make_optimizer`` of each framework with the spec's default optimiser
+and learning rate, epsilons pinned equal); inference is a forward pass in inference mode
+(BatchNorm running statistics, no gradients). Inputs are prepared once (sampler →
+framework tensors) and reused: the sampler's own cost is reported separately
 (``sampler_s``) and combined in the runner as its share of a step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.bench_sampling import make_dataset
 from benchmarks.common import Budget, Device, measure, memory_probe
 from benchmarks.flops import Flops, model_flops
-from metalearn_shared.config import BackboneConfig, ModelConfig, TrainConfig
-from metalearn_shared.models.lstm import LSTMConfig
-from metalearn_shared.models.mann import MANNConfig
-from metalearn_shared.models.protonet import ProtoNetConfig
-from metalearn_shared.models.siamese import SiameseConfig
+from metalearn_shared import models
+from metalearn_shared.config import TrainConfig
+from metalearn_shared.data.dataset import ImageDataset
 from metalearn_shared.episodes import FewShotSampler, PairSampler, SequenceSampler
-from metalearn_shared.training import _FAMILY_DEFAULTS  # the trainers' (batch, lr, optimizer)
+from metalearn_shared.registry import ModelSpec, Task
+from metalearn_shared.registry import Workload as SpecWorkload
+from metalearn_shared.training import step_batch
 
-__all__ = ["Workload", "workloads", "TORCH_MODES", "TF_MODES", "modes_for", "plan", "run_steps",
-           "torch_profile"]
+__all__ = ["Workload", "workloads", "TORCH_MODES", "KERAS_MODES", "modes_for", "plan",
+           "run_steps", "torch_profile"]
 
 TORCH_MODES = ("eager", "eager-cl", "compile", "compile-cl")
-TF_MODES = ("eager", "function", "xla")
+KERAS_MODES = ("eager", "function", "xla")
 PHASES = ("train", "infer")
 
 
 @dataclass(frozen=True)
 class Workload:
-    """One model at one size: its config, its sampler and how to count its work."""
+    """A registered model's workload made runnable: its config, its sampler, the optimiser
+    it trains with and how to count its work."""
 
     key: str
-    config: ModelConfig
+    config: Any
     family: str  # "pairs" | "fewshot" | "sequence"
+    task: Task
     unit: str  # "pairs" | "episodes"
     units: int  # units per call
     sampler: Any
     flops: Flops
     conv: bool
+    train: TrainConfig
 
     def batch(self, step: int) -> Any:
         """The numpy batch of training step ``step``, as the trainers draw it."""
-        if self.family == "sequence":
-            return self.sampler.batch(step * self.units, self.units)
-        return self.sampler.episode(step)
+        return step_batch(self.sampler, self.family, step, self.units)
 
     @property
     def model(self) -> str:
         return self.config.model
 
-    def train_config(self) -> TrainConfig:
-        _, lr, optimizer = _FAMILY_DEFAULTS[self.family]
-        return TrainConfig(lr=lr, optimizer=optimizer)
+    def describe(self) -> dict[str, Any]:
+        """What a record says about the workload (the report selects rows by these)."""
+        return {"workload": self.key, "model": self.model, "family": self.family,
+                "conv": self.conv, "task": dataclasses.asdict(self.task), "unit": self.unit,
+                "units_per_call": self.units}
+
+
+def _sampler(family: str, images: ImageDataset, task: Task) -> Any:
+    """The seeded sampler of ``family`` for ``task``, as
+    :func:`metalearn_shared.training.train_sampler` makes it."""
+    if family == "pairs":
+        return PairSampler(images, batch=task.batch, seed=0)
+    if family == "fewshot":
+        return FewShotSampler(images, task.ways, task.shots, task.queries, seed=0)
+    return SequenceSampler(images, task.ways, task.samples_per_class, seed=0)
+
+
+def _runnable(spec: ModelSpec, w: SpecWorkload, images: ImageDataset) -> Workload:
+    # A few-shot call is one episode whatever task.batch says (the trainers average
+    # task.batch episodes over as many calls); pairs and sequences come task.batch per call.
+    units = 1 if spec.family == "fewshot" else w.task.batch
+    return Workload(w.name, w.config, spec.family, w.task, w.unit, units,
+                    _sampler(spec.family, images, w.task), model_flops(w.config, w.task),
+                    w.conv, TrainConfig(lr=spec.defaults.lr, optimizer=spec.defaults.optimizer))
 
 
 def workloads(quick: bool) -> list[Workload]:
-    """The suite's workloads; ``quick``: one tiny workload per registered model (16×16
-    images, 8-channel conv4, a few pairs / queries / steps) — it checks that every path
-    runs, its figures mean nothing."""
-    size = 16 if quick else 28
-    images = make_dataset(40 if quick else 200, 20, size)
-    seq_images = make_dataset(40 if quick else 200, 20, 20)
-    pairs = 4 if quick else 128
-    hidden = {"hidden": 8} if quick else {}
+    """Every registered model's workloads (``spec.workloads(quick)``), in registry order;
+    ``quick``: the specs' tiny ones — they check that every path runs, their figures mean
+    nothing. Random images, ``40 × 20`` (quick) or ``200 × 20`` per image size."""
+    datasets: dict[int, ImageDataset] = {}
     out = []
-    for backbone, head in (("seed", "cosine"), ("conv4", "contrastive")):
-        if quick and backbone == "conv4":
-            continue
-        cfg = SiameseConfig(backbone=BackboneConfig(name=backbone, image_size=size, **hidden),
-                            head=head)
-        out.append(Workload(f"siamese-{backbone}", cfg, "pairs", "pairs", pairs,
-                            PairSampler(images, batch=pairs, seed=0),
-                            model_flops(cfg, batch=pairs), True))
-    queries = 1 if quick else 15
-    for ways in (3,) if quick else (5, 20):
-        cfg = ProtoNetConfig(backbone=BackboneConfig(name="conv4", image_size=size, **hidden))
-        out.append(Workload(f"protonet-{ways}w1s{queries}q", cfg, "fewshot", "episodes", 1,
-                            FewShotSampler(images, ways, 1, queries, seed=0),
-                            model_flops(cfg, ways=ways, shots=1, queries=queries), True))
-    ways, per_class, batch = (2, 2, 2) if quick else (5, 10, 16)
-    small = {"controller_units": 16, "memory_slots": 8, "memory_width": 4,
-             "read_heads": 1} if quick else {}
-    for cfg in (MANNConfig(num_classes=ways, **small),
-                LSTMConfig(num_classes=ways, **{k: v for k, v in small.items()
-                                                 if k == "controller_units"})):
-        out.append(Workload(cfg.model, cfg, "sequence", "episodes", batch,
-                            SequenceSampler(seq_images, ways, per_class, seed=0),
-                            model_flops(cfg, batch=batch, steps=ways * per_class), False))
+    for spec in models.specs():
+        for w in spec.workloads(quick):
+            if w.image_size not in datasets:
+                datasets[w.image_size] = make_dataset(40 if quick else 200, 20, w.image_size)
+            out.append(_runnable(spec, w, datasets[w.image_size]))
     return out
 
 
 def modes_for(workload: Workload, framework: str) -> tuple[str, ...]:
     """The modes that apply: channels-last only where there are convolutions."""
-    if framework == "tf":
-        return TF_MODES
+    if framework == "keras":
+        return KERAS_MODES
     return TORCH_MODES if workload.conv else ("eager", "compile")
 
 
@@ -140,7 +135,7 @@ def _torch_call(w: Workload, mode: str, phase: str, device: Device,
     import torch
 
     from metalearn_torch.models import build_model
-    from metalearn_torch.train import make_optimizer
+    from metalearn_torch.optimizers import make_optimizer
 
     model = build_model(w.config, seed=0).to(device.torch_device())
     info: dict[str, Any] = {}
@@ -152,18 +147,21 @@ def _torch_call(w: Workload, mode: str, phase: str, device: Device,
     compiled = mode.startswith("compile")
     if compiled:
         info["compile_backend"] = compile_backend
-    sequence = w.family == "sequence"
-    if compiled and sequence:
+    # A recurrent model compiles its per-step cell (the library's option), not the unrolled
+    # episode (see the module docstring); every other model compiles forward (+ loss).
+    per_cell = compiled and hasattr(model, "compile_cell")
+    whole = compiled and not per_cell
+    if per_cell:
         model.compile_cell(backend=compile_backend)
         info["compiled"] = "cell (model.compile_cell)"
     if phase == "train":
         model.train()
-        opt = make_optimizer(model.parameters(), w.train_config())
+        opt = make_optimizer(w.train.optimizer, model.parameters(), lr=w.train.lr)
 
         def forward_loss(*args: Any) -> Any:
             return loss_fn(model(*args), target)
 
-        if compiled and not sequence:
+        if whole:
             forward_loss = torch.compile(forward_loss, backend=compile_backend)
             info["compiled"] = "forward + loss (torch.compile)"
 
@@ -175,8 +173,8 @@ def _torch_call(w: Workload, mode: str, phase: str, device: Device,
 
         return call, info
     model.eval()
-    forward = torch.compile(model, backend=compile_backend) if compiled and not sequence else model
-    if compiled and not sequence:
+    forward = torch.compile(model, backend=compile_backend) if whole else model
+    if whole:
         info["compiled"] = "forward (torch.compile)"
 
     def infer() -> None:
@@ -215,18 +213,19 @@ def torch_profile(call: Callable[[], None], steps: int = 2, rows: int = 8, warm:
             for e in events[:rows]]
 
 
-# -- Keras / TF --------------------------------------------------------------------------
-def _tf_call(w: Workload, mode: str, phase: str, device: Device,
-             compile_backend: str) -> tuple[Callable[[], Any], dict[str, Any]]:
-    import tensorflow as tf
+# -- Keras ---------------------------------------------------------------------------------
+def _keras_call(w: Workload, mode: str, phase: str, device: Device,
+                compile_backend: str) -> tuple[Callable[[], Any], dict[str, Any]]:
+    import tensorflow as tf  # Keras 3's backend here: device placement and constants
 
     from metalearn_tf.models import build_model
-    from metalearn_tf.train import make_optimizer
+    from metalearn_tf.optimizers import make_optimizer
 
     with tf.device(device.tf_device()):
         model = build_model(w.config, seed=0)
-        model.compile(optimizer=make_optimizer(w.train_config()), loss=model.make_loss(),
-                      run_eagerly=mode == "eager", jit_compile=mode == "xla")
+        model.compile(optimizer=make_optimizer(w.train.optimizer, lr=w.train.lr),
+                      loss=model.make_loss(), run_eagerly=mode == "eager",
+                      jit_compile=mode == "xla")
         inputs, target = model.inputs_and_target(w.batch(0))
         x = tf.nest.map_structure(tf.constant, inputs)
         y = tf.constant(target)
@@ -236,7 +235,7 @@ def _tf_call(w: Workload, mode: str, phase: str, device: Device,
     return (lambda: model.predict_on_batch(x)), info
 
 
-def _tf_cleanup() -> None:
+def _keras_cleanup() -> None:
     import keras
 
     keras.backend.clear_session()
@@ -246,10 +245,9 @@ def _tf_cleanup() -> None:
 # -- the section ---------------------------------------------------------------------------
 def _one(w: Workload, framework: str, mode: str, phase: str, device: Device, budget: Budget,
          compile_backend: str) -> dict[str, Any]:
-    record: dict[str, Any] = {"workload": w.key, "model": w.model, "framework": framework,
-                              "mode": mode, "phase": phase, "unit": w.unit,
-                              "units_per_call": w.units}
-    build = _torch_call if framework == "torch" else _tf_call
+    record: dict[str, Any] = {**w.describe(), "framework": framework, "mode": mode,
+                              "phase": phase}
+    build = _torch_call if framework == "torch" else _keras_call
     sync = device.torch_sync if framework == "torch" else None
     try:
         with memory_probe(device, framework) as mem:
@@ -266,8 +264,13 @@ def _one(w: Workload, framework: str, mode: str, phase: str, device: Device, bud
         record.update(error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
                       traceback=traceback.format_exc(limit=3)[-1500:])
     finally:
-        (_torch_cleanup if framework == "torch" else _tf_cleanup)()
+        (_torch_cleanup if framework == "torch" else _keras_cleanup)()
     return record
+
+
+def _cheapest(ws: list[Workload]) -> Workload | None:
+    """The workload with the fewest training FLOPs per call (the quickest to trace, too)."""
+    return min(ws, key=lambda w: w.flops.train, default=None)
 
 
 def plan(ws: list[Workload], frameworks: tuple[str, ...], quick: bool
@@ -277,8 +280,12 @@ def plan(ws: list[Workload], frameworks: tuple[str, ...], quick: bool
     Full: every combination. Quick (a smoke test that must take seconds, and Keras tracing
     or XLA compilation alone takes seconds per model): every workload trains and infers in
     torch ``eager`` and infers in Keras ``function``; every other mode runs once, on the
-    cheapest workload it applies to (Keras ``xla`` on inference, whose graph compiles
-    fastest) — so every model and every mode is exercised.
+    cheapest workload it applies to (by training FLOPs): the channels-last and compiled
+    torch modes on the cheapest conv workload; torch ``compile`` (the per-step cell), the
+    Keras training modes and Keras ``xla`` inference (whose graph compiles fastest) on the
+    cheapest ``sequence``-family workload — the recurrent loop is where those modes differ
+    most — or, without one, the cheapest workload without convolutions. So every model and
+    every mode is exercised.
     """
     if not quick:
         return [(w, f, m, p) for w in ws for f in frameworks for m in modes_for(w, f)
@@ -287,50 +294,19 @@ def plan(ws: list[Workload], frameworks: tuple[str, ...], quick: bool
     for w in ws:
         if "torch" in frameworks:
             out += [(w, "torch", "eager", "train"), (w, "torch", "eager", "infer")]
-        if "tf" in frameworks:
-            out.append((w, "tf", "function", "infer"))
-    conv = next(w for w in ws if w.conv)
-    seq = ws[-1]  # the LSTM: the cheapest to trace
+        if "keras" in frameworks:
+            out.append((w, "keras", "function", "infer"))
+    conv = _cheapest([w for w in ws if w.conv])
+    light = (_cheapest([w for w in ws if w.family == "sequence"])
+             or _cheapest([w for w in ws if not w.conv]) or _cheapest(ws))
     if "torch" in frameworks:
-        out += [(conv, "torch", m, "train") for m in ("eager-cl", "compile", "compile-cl")]
-        out.append((seq, "torch", "compile", "train"))
-    if "tf" in frameworks:
-        out += [(seq, "tf", "function", "train"), (seq, "tf", "eager", "train"),
-                (seq, "tf", "xla", "infer")]
-    return out
-
-
-@contextmanager
-def _keras_batchnorm() -> Iterator[None]:
-    """Run the Keras models with Keras' own ``BatchNormalization.call`` (float32 statistics)
-    instead of ``UnbiasedBatchNormalization``'s (float64 statistics, torch's running-variance
-    update) — an ablation, restored on exit; the models themselves are not changed."""
-    import keras
-
-    from metalearn_tf.models.backbones import UnbiasedBatchNormalization
-
-    saved = UnbiasedBatchNormalization.call
-    UnbiasedBatchNormalization.call = keras.layers.BatchNormalization.call
-    try:
-        yield
-    finally:
-        UnbiasedBatchNormalization.call = saved
-
-
-def tf_batchnorm_ablation(ws: list[Workload], budget: Budget, device: Device
-                          ) -> list[dict[str, Any]]:
-    """Keras ``function`` training of each (conv4) workload with the model's BatchNorm and
-    with Keras' own: how much of the TF step the parity-exact statistics cost."""
-    out = []
-    for w in ws:
-        row: dict[str, Any] = {"workload": w.key, "framework": "tf", "mode": "function"}
-        for label, ctx in (("model_bn", nullcontext), ("keras_bn", _keras_batchnorm)):
-            with ctx():
-                call, _ = _tf_call(w, "function", "train", device, "")
-                row[f"{label}_s"] = measure(call, budget).median_s
-            _tf_cleanup()
-        row["bn_share"] = 1 - row["keras_bn_s"] / row["model_bn_s"]
-        out.append(row)
+        if conv:
+            out += [(conv, "torch", m, "train") for m in ("eager-cl", "compile", "compile-cl")]
+        if light and light is not conv:
+            out.append((light, "torch", "compile", "train"))
+    if "keras" in frameworks and light:
+        out += [(light, "keras", "function", "train"), (light, "keras", "eager", "train"),
+                (light, "keras", "xla", "infer")]
     return out
 
 
@@ -346,20 +322,11 @@ def run_steps(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: 
     sampler = []
     for w in ws:
         t = measure(lambda w=w: w.batch(7), budget)
-        sampler.append({"workload": w.key, "unit": w.unit, "units_per_call": w.units,
-                        **t.to_dict()})
+        sampler.append({**w.describe(), **t.to_dict()})
     records = []
     for w, framework, mode, phase in plan(ws, frameworks, quick):
         r = _one(w, framework, mode, phase, device, budget, compile_backend)
         records.append(r)
         shown = f"{r['per_s']:.1f} {w.unit}/s" if "per_s" in r else r["error"][:80]
         progress(f"  {w.key:18s} {framework:5s} {mode:10s} {phase:5s} {shown}")
-    result = {"records": records, "sampler": sampler}
-    if "tf" in frameworks:
-        conv4 = [w for w in ws if w.conv and w.config.backbone.name == "conv4"]
-        result["tf_batchnorm_ablation"] = tf_batchnorm_ablation(conv4[:1] if quick else conv4,
-                                                                budget, device)
-        for row in result["tf_batchnorm_ablation"]:
-            progress(f"  {row['workload']:18s} tf    BN ablation: model {row['model_bn_s'] * 1e3:.0f}"
-                     f" ms, keras BN {row['keras_bn_s'] * 1e3:.0f} ms per step")
-    return result
+    return {"records": records, "sampler": sampler}

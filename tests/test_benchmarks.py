@@ -1,10 +1,11 @@
 """The benchmark suite's tiny mode runs end to end and writes complete results.
 
-``benchmarks.runner.main(["--quick", ...])`` measures every registered model in every mode
-of both frameworks (tiny sizes, one thread), and the scaling section trains ProtoNet and
-MANN on 1 and 2 torch processes (``torchrun``, gloo) and TF mirrored replicas; the figures
-mean nothing, the paths must work. The analytic FLOP formulas are checked against torch's
-own counter.
+``benchmarks.runner.main(["--quick", ...])`` measures every registered model's quick
+workloads (``spec.workloads(True)``) in every mode of both frameworks (tiny sizes, one
+thread), and the scaling section trains one model of each meta-batch-splitting family on 1
+and 2 torch processes (``torchrun``, gloo) and Keras mirrored replicas; the figures mean
+nothing, the paths must work. The analytic FLOP formulas are checked against torch's own
+counter.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from metalearn_shared import models
 from metalearn_shared.models import names as model_names
+from metalearn_shared.registry import FRAMEWORKS
 
 pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
@@ -39,7 +42,7 @@ def _only(out: Path, pattern: str) -> Path:
 
 
 def test_quick_run_writes_json_markdown_and_charts(quick_run: tuple[Path, float]) -> None:
-    from benchmarks.steps import TF_MODES, TORCH_MODES
+    from benchmarks.steps import KERAS_MODES, TORCH_MODES
 
     out, seconds = quick_run
     results = json.loads(_only(out, "*Z.json").read_text())
@@ -49,12 +52,20 @@ def test_quick_run_writes_json_markdown_and_charts(quick_run: tuple[Path, float]
               for r in records if "error" in r]
     assert not failed, failed
     assert {r["model"] for r in records} == set(model_names())
-    for framework, modes in (("torch", TORCH_MODES), ("tf", TF_MODES)):
+    assert {r["framework"] for r in records} == set(FRAMEWORKS)
+    expected = {w.name for s in models.specs() for w in s.workloads(True)}
+    for framework in FRAMEWORKS:  # every spec's quick workload trains and infers in each
+        assert {r["workload"] for r in records if r["framework"] == framework} == expected
+    for framework, modes in (("torch", TORCH_MODES), ("keras", KERAS_MODES)):
         assert {r["mode"] for r in records if r["framework"] == framework} == set(modes)
     assert all(r["per_s"] > 0 and r["median_s"] > 0 for r in records)
+    for r in records:  # described by the spec's workload: the report selects rows by these
+        spec = models.get(r["model"])
+        assert r["family"] == spec.family
+        assert r["flops_per_call"] > 0
     for name in model_names():
         assert name in markdown
-    for mode in {*TORCH_MODES, *TF_MODES}:
+    for mode in {*TORCH_MODES, *KERAS_MODES}:
         assert f"| {mode} |" in markdown
     workloads = {r["workload"] for r in records}
     pngs = {p.name for p in out.glob("*.png")}
@@ -69,7 +80,7 @@ def test_quick_run_records_environment_and_targets(quick_run: tuple[Path, float]
     results = json.loads(_only(out, "*Z.json").read_text())
     env = results["meta"]["environment"]
     assert env["cpu_model"] and env["timestamp"]
-    assert env["torch"]["num_threads"] >= 1 and "intra_op_threads" in env["tf"]
+    assert env["torch"]["num_threads"] >= 1 and "intra_op_threads" in env["keras"]
     assert results["gemm"] and all(g["gflops_per_s"] > 0 for g in results["gemm"])
     methods = {r["method"] for r in results["sampling"]["records"]}
     assert {"ours", "per-item DataLoader"} <= methods
@@ -77,7 +88,10 @@ def test_quick_run_records_environment_and_targets(quick_run: tuple[Path, float]
     assert any(p.get("baseline") for p in seed["pipelines"]) and seed["ladder"]
     names = [t["target"] for t in results["targets"]]
     assert any("DataLoader" in n for n in names) and any("GEMM" in n for n in names)
-    assert any("MANN" in n for n in names) and any("seed-style" in n for n in names)
+    assert any("seed-style" in n for n in names)
+    for spec in models.specs("sequence"):  # the MANN's target, for every sequence model
+        for framework in FRAMEWORKS:
+            assert f"{spec.name} training: compiled ≥ 3× eager ({framework})" in names
     for t in results["targets"]:
         assert t["pass"] in (True, False, None)
         assert t["pass"] is not False or t["why"], t
@@ -92,7 +106,7 @@ def test_quick_run_measures_scaling(quick_run: tuple[Path, float]) -> None:
     failed = [(r["label"], r["error"][-1500:]) for r in records if "error" in r]
     assert not failed, failed
     assert {(r["model"], r["framework"], r["world"]) for r in records} == {
-        (m, f, w) for m in MODELS for f in ("torch", "tf") for w in (1, 2)}
+        (m, f, w) for m in MODELS for f in FRAMEWORKS for w in (1, 2)}
     for r in records:
         assert r["warmup"] >= 1 and r["steps"] >= 2 and len(r["samples"]) == r["steps"]
         assert r["images_per_s"] == pytest.approx(r["images_per_step"] / r["median_s"])
@@ -112,7 +126,7 @@ def test_scaling_efficiency_is_throughput_over_world_times_baseline() -> None:
     base = {"model": "m", "framework": "torch", "world": 1, "median_s": 1.0,
             "images_per_s": 100.0, "engine": "1 process", "threads_per_process": 2}
     two = {**base, "world": 2, "images_per_s": 150.0, "engine": "DDP gloo"}
-    other = {**two, "framework": "tf"}  # no baseline of its own: left alone
+    other = {**two, "framework": "keras"}  # no baseline of its own: left alone
     efficiency([base, two, other])
     assert two["speedup"] == pytest.approx(1.5) and two["efficiency"] == pytest.approx(0.75)
     assert "efficiency" not in other and "efficiency" not in base
@@ -129,14 +143,41 @@ def test_cuda_request_without_gpu_skips_cleanly(tmp_path: Path, capsys, monkeypa
     assert not list(tmp_path.iterdir())
 
 
+def test_runner_takes_framework_aliases_and_checks_model_names() -> None:
+    from benchmarks.runner import _parse
+
+    args = _parse(["--frameworks", "tf,torch,keras", "--models", ",".join(model_names())])
+    assert args.framework_list == ("keras", "torch")
+    assert args.model_list == tuple(model_names())
+    with pytest.raises(SystemExit):
+        _parse(["--models", "no-such-model"])
+    with pytest.raises(SystemExit):
+        _parse(["--frameworks", "jax"])
+
+
+def test_model_flops_are_the_specs_formulas() -> None:
+    from benchmarks.flops import Flops, model_flops
+    from benchmarks.steps import workloads
+
+    ws = workloads(quick=True)
+    assert {w.model for w in ws} == set(model_names())
+    for w in ws:
+        spec = models.get(w.model)
+        assert w.flops == model_flops(w.config, w.task) == Flops(*spec.flops(w.config, w.task))
+        assert 0 < w.flops.forward < w.flops.train
+        assert w.train.lr == spec.defaults.lr and w.train.optimizer == spec.defaults.optimizer
+
+
 def test_flop_formulas_match_torch_counter() -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from benchmarks.flops import backbone_flops, model_flops
+    from benchmarks.flops import model_flops
     from metalearn_shared.config import BackboneConfig
+    from metalearn_shared.models.backbones import backbone_flops
     from metalearn_shared.models.lstm import LSTMConfig
     from metalearn_shared.models.siamese import SiameseConfig
+    from metalearn_shared.registry import Task
     from metalearn_torch.models import build_model
 
     for name in ("seed", "conv4"):
@@ -156,5 +197,5 @@ def test_flop_formulas_match_torch_counter() -> None:
     with FlopCounterMode(display=False) as train:
         model(x, prev).sum().backward()
     # Equal but for the first step's recurrent matmul, whose input (h = 0) needs no gradient.
-    assert train.get_total_flops() == pytest.approx(model_flops(config, batch=2, steps=3).train,
-                                                    rel=0.01)
+    task = Task(batch=2, ways=3, samples_per_class=1)  # T = 3 steps
+    assert train.get_total_flops() == pytest.approx(model_flops(config, task).train, rel=0.01)
