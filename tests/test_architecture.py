@@ -7,7 +7,7 @@
   imports (inside functions) and ``importlib.import_module("literal")`` included.
 * Both framework backends implement :class:`metalearn_shared.backend.Backend`.
 * A toy model defined in ``tests/toy_model/`` (a spec, a torch and a Keras module, nothing
-  else) trains, evaluates, passes parity and benchmarks from the CLI in both frameworks.
+  else) trains, evaluates, passes parity and is benchmarked from the CLI in both frameworks.
 """
 
 from __future__ import annotations
@@ -264,3 +264,9 @@ def test_a_toy_model_runs_through_the_cli(toy, framework, tmp_path, capsys):
         results = json.loads((tmp_path / "parity" / "parity.json").read_text())["results"]
         assert {r["case"] for r in results} == {toy.NAME}
         assert len(results) == 2
+        assert main(["bench", "--quick", "--only", "steps", "--models", toy.NAME,
+                     "--out", str(tmp_path / "bench")]) == 0
+        records = json.loads(next((tmp_path / "bench").glob("*.json")).read_text())["steps"]
+        assert {(r["framework"], r["phase"]) for r in records if "error" not in r} >= {
+            (fw, phase) for fw in registry.FRAMEWORKS for phase in ("train", "infer")}
+        assert all(r["model"] == toy.NAME for r in records)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from metalearn_shared import registry
-from metalearn_shared.models import lstm, mann, protonet, siamese  # noqa: F401  (register)
+from metalearn_shared.models import lstm, maml, mann, protonet, siamese  # noqa: F401  (register)
 from metalearn_shared.registry import ModelSpec, config_from_dict, default_config, get, names, specs
 from metalearn_shared.weights import ParamSpec
 

@@ -31,6 +31,7 @@ from metalearn_shared.weights import ParamSpec, dense, lstm_cell
 __all__ = [
     "LSTMConfig",
     "SequenceConfig",
+    "SequenceSizes",
     "SPEC",
     "sequence_spec",
     "param_spec",
@@ -58,8 +59,26 @@ class SequenceConfig(Protocol):
     def label_size(self) -> int: ...
 
 
+class SequenceSizes:
+    """The sizes every sequence-model config derives from its fields (a mixin)."""
+
+    image_size: int
+    num_classes: int
+    label_groups: int
+
+    @property
+    def input_size(self) -> int:
+        """Pixels of a flattened image, ``image_size ** 2``."""
+        return self.image_size * self.image_size
+
+    @property
+    def label_size(self) -> int:
+        """Size of the previous-label input and of the logits, ``num_classes * label_groups``."""
+        return self.num_classes * self.label_groups
+
+
 @dataclass(frozen=True)
-class LSTMConfig(ConfigMixin):
+class LSTMConfig(SequenceSizes, ConfigMixin):
     """LSTM-only baseline on MANN episodes (the paper's comparison row)."""
 
     model: ClassVar[str] = "lstm"
@@ -67,14 +86,6 @@ class LSTMConfig(ConfigMixin):
     num_classes: int = 5
     label_groups: int = 1
     controller_units: int = 200
-
-    @property
-    def input_size(self) -> int:
-        return self.image_size * self.image_size
-
-    @property
-    def label_size(self) -> int:
-        return self.num_classes * self.label_groups
 
 
 def param_spec(config: LSTMConfig) -> list[ParamSpec]:

@@ -76,6 +76,7 @@ from metalearn_shared import registry
 from metalearn_shared.config import ConfigMixin, check
 from metalearn_shared.flops import Flops, dense_flops
 from metalearn_shared.models.lstm import (
+    SequenceSizes,
     group_logits,
     inputs_and_target,
     join_inputs,
@@ -101,7 +102,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class MANNConfig(ConfigMixin):
+class MANNConfig(SequenceSizes, ConfigMixin):
     """Memory-augmented neural network with LRUA memory (Santoro et al. 2016).
 
     Attributes:
@@ -130,14 +131,6 @@ class MANNConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         check(self.read_heads <= self.memory_slots, "read_heads must not exceed memory_slots.")
-
-    @property
-    def input_size(self) -> int:
-        return self.image_size * self.image_size
-
-    @property
-    def label_size(self) -> int:
-        return self.num_classes * self.label_groups
 
 
 class MANNTrace(NamedTuple):
