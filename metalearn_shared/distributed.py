@@ -99,11 +99,15 @@ def rank_batches(sampler: Any, family: str, step: int, meta_batch: int, rank: in
 
 
 def equivalence_models() -> list[str]:
-    """The models the equivalence checks run by default: the first registered model of each
-    family that splits a meta-batch (``fewshot`` and ``sequence``)."""
+    """The models the equivalence checks run by default: per family that splits a
+    meta-batch (:data:`FAMILIES`), the registered model whose tiny parity case has the most
+    weight arrays — the most for a split to get wrong."""
     from metalearn_shared import models
 
-    return [specs[0].name for f in FAMILIES if (specs := models.specs(f))]
+    def arrays(spec: Any) -> int:
+        return len(spec.param_spec(spec.parity_cases(True)[0].config))
+
+    return [max(specs, key=arrays).name for f in FAMILIES if (specs := models.specs(f))]
 
 
 def tiny_setup(name: str, seed: int, meta_batch: int, root: Path, framework: str) -> Any:
