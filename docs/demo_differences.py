@@ -99,8 +99,8 @@ def demo_flatten_permutation(tiny: bool) -> Figures:
     import metalearn_torch.checkpoint as tckpt
     import metalearn_torch.parity as tp
     from metalearn_shared.config import BackboneConfig
-    from metalearn_shared.models.protonet import ProtoNetConfig
     from metalearn_shared.models import param_spec
+    from metalearn_shared.models.protonet import ProtoNetConfig
     from metalearn_shared.weights import Layout
 
     size = 20 if tiny else 28
@@ -120,8 +120,8 @@ def demo_flatten_permutation(tiny: bool) -> Figures:
 def demo_dense_kernel(tiny: bool) -> Figures:
     """A torch ``Linear.weight (out, in)`` handed to Keras without the transpose."""
     from metalearn_shared.config import BackboneConfig
-    from metalearn_shared.models.protonet import ProtoNetConfig
     from metalearn_shared.models import param_spec
+    from metalearn_shared.models.protonet import ProtoNetConfig
     from metalearn_shared.weights import WeightMismatchError, to_canonical, to_framework
     from metalearn_torch.checkpoint import get_canonical
     from metalearn_torch.models import build_model
@@ -304,8 +304,7 @@ def demo_tie_breaking(tiny: bool) -> Figures:
     import metalearn_tf.parity as kp
     import metalearn_torch.models.mann as tmann
     import metalearn_torch.parity as tp
-    from metalearn_shared.models.mann import MANNConfig
-    from metalearn_shared.models.mann import least_used_slots
+    from metalearn_shared.models.mann import MANNConfig, least_used_slots
 
     config = MANNConfig(image_size=8 if tiny else 10, num_classes=5, controller_units=12 if tiny else 24,
                         memory_slots=8 if tiny else 16, memory_width=4 if tiny else 6,
