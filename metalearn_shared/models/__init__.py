@@ -3,7 +3,7 @@
 ``metalearn_shared.models.<name>`` holds model ``<name>``'s config, its parameter specs and
 reference forward pass (which both frameworks are tested against) and its
 :class:`~metalearn_shared.registry.ModelSpec`, registered when the module is imported.
-Importing this package imports the built-in models, then the modules named in
+Importing this package imports every module in it (the built-in models), then the modules named in
 ``$METALEARN_PLUGINS`` (comma-separated) and the ``metalearn.models`` entry points: a model
 defined outside the library registers the same way (``docs/architecture.md``).
 """
@@ -12,21 +12,30 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from metalearn_shared import registry
-from metalearn_shared.models import lstm, maml, mann, protonet, siamese  # noqa: F401  (register)
 from metalearn_shared.registry import ModelSpec, config_from_dict, default_config, get, names, specs
 from metalearn_shared.weights import ParamSpec
 
 __all__ = ["ModelSpec", "get", "names", "specs", "param_spec", "config_from_dict",
-           "default_config", "checkpoint_config", "load_plugins", "PLUGINS_ENV"]
+           "default_config", "checkpoint_config", "load_builtin", "load_plugins", "PLUGINS_ENV"]
 
 #: Environment variable: comma-separated modules that register models when imported.
 PLUGINS_ENV = "METALEARN_PLUGINS"
+
+
+def load_builtin() -> list[str]:
+    """Import every module of this package (each spec module registers its models), in name
+    order: a new model is its file here, nothing else to edit."""
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__))
+    for name in names:
+        importlib.import_module(f"{__name__}.{name}")
+    return names
 
 
 def load_plugins() -> list[str]:
@@ -64,4 +73,5 @@ def checkpoint_config(meta: Mapping[str, Any], path: str | Path) -> Any:
         raise ValueError(f"{path}: the checkpoint's model config is malformed ({e}).") from e
 
 
+load_builtin()
 load_plugins()
