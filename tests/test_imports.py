@@ -9,11 +9,14 @@ import sys
 import pytest
 
 SHARED_MODULES = [
-    "metalearn_shared", "metalearn.cli", "metalearn_shared.config",
+    "metalearn_shared", "metalearn_shared.config", "metalearn_shared.registry",
     "metalearn_shared.episodes", "metalearn_shared.losses", "metalearn_shared.metrics",
     "metalearn_shared.weights", "metalearn_shared.data", "metalearn_shared.models",
     "metalearn_shared.parity", "metalearn_shared.tolerances", "metalearn_shared.optimizers",
-    "metalearn_shared.predict", "metalearn.parity_report",
+    "metalearn_shared.predict", "metalearn_shared.backend", "metalearn_shared.flops",
+    "metalearn_shared.augment", "metalearn_shared.sampling",
+    # orchestration imports a framework only when a command needs one
+    "metalearn", "metalearn.cli", "metalearn.parity_report", "metalearn.convert",
 ]
 
 
