@@ -95,7 +95,10 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
     sampler = T.train_sampler(setup)
     loss_fn = model.make_loss()
     forward = model
-    if compile and hasattr(model, "compile_cell"):
+    if compile and not getattr(model, "compilable", True):
+        print(f"note: {model.config.model} trains eager: {model.not_compiled_because}",
+              file=sys.stderr)
+    elif compile and hasattr(model, "compile_cell"):
         model.compile_cell()  # recurrent models: one compiled step, not 50 unrolled ones
     elif compile:
         forward = torch.compile(model)
