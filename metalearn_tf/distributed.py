@@ -143,9 +143,7 @@ class DistributedStep:
                 output = model(inputs, training=True)
                 loss = self.loss_fn(target, output)
                 loss_sum += loss
-                pred = tf.argmax(output, axis=-1)
-                acc_sum += tf.reduce_mean(tf.cast(tf.equal(pred, tf.cast(target, pred.dtype)),
-                                                  tf.float32))
+                acc_sum += model.batch_accuracy(output, target)
                 total = [t + tf.identity(v.value) for t, v in zip(total, self.moving, strict=True)]
             scaled = loss_sum / n  # Keras' Loss already divided each by W (see module doc)
         grads = tape.gradient(scaled, model.trainable_variables)
