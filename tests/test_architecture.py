@@ -266,7 +266,7 @@ def test_a_toy_model_runs_through_the_cli(toy, framework, tmp_path, capsys):
         assert len(results) == 2
         assert main(["bench", "--quick", "--only", "steps", "--models", toy.NAME,
                      "--out", str(tmp_path / "bench")]) == 0
-        records = json.loads(next((tmp_path / "bench").glob("*.json")).read_text())["steps"]
+        records = json.loads(next((tmp_path / "bench").glob("*.json")).read_text())["steps"]["records"]
         assert {(r["framework"], r["phase"]) for r in records if "error" not in r} >= {
             (fw, phase) for fw in registry.FRAMEWORKS for phase in ("train", "infer")}
         assert all(r["model"] == toy.NAME for r in records)

@@ -295,7 +295,7 @@ def reference_meta_gradient(params: Mapping[str, np.ndarray], config: MAMLConfig
     Hessian-vector product of :func:`_ce_grads` — second order, cross terms to parameters
     the inner loop does not adapt (ANIL's backbone) included. First order (``fomaml``)
     drops the ``H`` term: ``v`` is the query gradient. Meta-SGD's rates get
-    ``-sum_j g_j ⊙ v_{j+1}``. ``tests/test_models_maml.py`` checks it against central
+    ``-sum_j g_j ⊙ v_{j+1}``. ``tests/test_maml_spec.py`` checks it against central
     finite differences of :func:`meta_loss`.
     """
     _check_mlp(config)

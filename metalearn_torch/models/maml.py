@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +122,11 @@ class MAML(TaskMixin, nn.Module):
     """
 
     spec = spec  # the shared spec: inputs_and_target (see TaskMixin)
+    #: ``metalearn train --compile`` trains this model eager, and says why.
+    compilable: ClassVar[bool] = False
+    not_compiled_because = ("torch.compile does not support the double backward of a "
+                            "second-order meta-gradient (the inner loop's autograd.grad "
+                            "also breaks the graph in first order)")
 
     def __init__(self, config: MAMLConfig) -> None:
         super().__init__()
