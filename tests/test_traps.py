@@ -110,6 +110,10 @@ CONFIGS = {
     "mann": "MANNConfig(image_size=20, num_classes=3, memory_slots=16, memory_width=8, "
             "controller_units=32)",
     "lstm": "LSTMConfig(image_size=20, num_classes=3, controller_units=16)",
+    "maml": "MAMLConfig(backbone=BackboneConfig(image_size=32, hidden=8))",
+    "fomaml": "FOMAMLConfig(net='mlp', hidden=4, backbone=BackboneConfig(image_size=16))",
+    "metasgd": "MetaSGDConfig(backbone=BackboneConfig(image_size=32, hidden=8))",
+    "anil": "ANILConfig(backbone=BackboneConfig(image_size=16, hidden=8))",
 }
 
 

@@ -57,7 +57,12 @@ import numpy as np
 from metalearn_shared import losses, registry
 from metalearn_shared.config import BackboneConfig, ConfigMixin, check
 from metalearn_shared.flops import Flops, dense_flops
-from metalearn_shared.models.backbones import BACKBONE_OPTION, backbone_flops, backbone_spec
+from metalearn_shared.models.backbones import (
+    BACKBONE_OPTION,
+    backbone_flops,
+    backbone_spec,
+    embedding_chw,
+)
 from metalearn_shared.models.protonet import inputs_and_target
 from metalearn_shared.weights import ParamSpec, dense
 
@@ -165,7 +170,10 @@ def _net_spec(config: MAMLConfig) -> list[ParamSpec]:
         net = backbone_spec(config.backbone, "embedding")
     else:
         net = dense("embedding.fc1", config.image_size**2, config.hidden)
-    return net + dense("head", config.feature_dim, config.ways)
+    # conv4 flattens a (C, H, W) map: above 28 px it is larger than 1x1, and each framework
+    # flattens in its own order, so the head is a flatten-then-dense kernel.
+    chw = embedding_chw(config.backbone) if config.net == "conv4" else None
+    return net + dense("head", config.feature_dim, config.ways, flatten_chw=chw)
 
 
 def adapted_names(config: MAMLConfig) -> list[str]:
