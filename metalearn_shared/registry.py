@@ -201,8 +201,9 @@ class ModelSpec:
         batch_accuracy: ``(config, output, target) -> float`` on numpy arrays (the
             frameworks' on-device mirrors are the models' ``batch_accuracy`` methods).
         reference_forward: ``(params, config, *inputs) -> logits`` or a trace (a NamedTuple
-            with ``logits`` and the fields in ``trace_fields``) in float64, where the spec
-            has a whole-model reference the parity driver compares against.
+            with ``logits`` and the fields in ``trace_fields``) in float64 — the model in
+            inference mode — where the spec has a whole-model reference the parity driver
+            compares against (None from it: none for this configuration).
         reference_loss: ``(target, reference logits) -> mean loss`` in float64, compared
             to the frameworks' loss where ``reference_forward`` exists.
         trace_fields: fields of the reference trace compared to the frameworks' traces

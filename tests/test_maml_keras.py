@@ -134,7 +134,7 @@ def test_mlp_against_reference(cls):
     sx, sy, qx, qy = _episode()
     assert {p.keras_name for p in spec.param_spec(config)} == set(keras_variables(model))
     logits, grads = _meta_grad(model, sx, sy, qx, qy)
-    _assert_logits(logits, spec.reference_forward(w, config, sx, sy, qx), "training logits")
+    _assert_logits(logits, spec.reference_forward(w, config, sx, sy, qx, training=True), "training logits")
     ref = spec.reference_meta_gradient(w, config, sx, sy, qx, qy)
     assert set(grads) == set(ref)
     errors = {k: _rel(grads[k], ref[k]) for k in ref}
@@ -164,7 +164,7 @@ def test_mlp_float64_is_exact(cls, float64):
     sx, qx = sx.astype(np.float64), qx.astype(np.float64)
     logits, grads = _meta_grad(model, sx, sy, qx, qy)
     assert logits.dtype == np.float64
-    assert _rel(logits, spec.reference_forward(w, model.config, sx, sy, qx)) < 1e-12
+    assert _rel(logits, spec.reference_forward(w, model.config, sx, sy, qx, training=True)) < 1e-12
     ref = spec.reference_meta_gradient(w, model.config, sx, sy, qx, qy)
     assert max(_rel(grads[k], ref[k]) for k in ref) < 1e-12
 

@@ -118,7 +118,7 @@ def test_mlp_against_reference(cls):
     model.train()
     with torch.no_grad():
         logits = model(*_t(sx, sy, qx)).numpy()
-    assert_close_scaled(logits, spec.reference_forward(w, config, sx, sy, qx), "spec",
+    assert_close_scaled(logits, spec.reference_forward(w, config, sx, sy, qx, training=True), "spec",
                         what=f"{cls.model} training logits")
 
     grads = _meta_grads(model, ep)
@@ -313,5 +313,5 @@ def test_measured_errors_are_small():
     model.train()
     with torch.no_grad():
         logits = model(*_t(sx, sy, qx)).numpy()
-    m = measure(logits, spec.reference_forward(w, config, sx, sy, qx), "spec", scale=None)
+    m = measure(logits, spec.reference_forward(w, config, sx, sy, qx, training=True), "spec", scale=None)
     assert m.passed and m.ratio < 0.5, m

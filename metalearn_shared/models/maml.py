@@ -272,9 +272,10 @@ def _inner_loop(params: Mapping[str, np.ndarray], config: MAMLConfig, support_x:
 
 def reference_forward(params: Mapping[str, np.ndarray], config: MAMLConfig,
                       support_x: np.ndarray, support_y: np.ndarray, query_x: np.ndarray,
-                      training: bool = True) -> np.ndarray | None:
+                      training: bool = False) -> np.ndarray | None:
     """Query logits after the inner loop, float64 (mlp net; None for conv4, whose inner loop
-    has no float64 reference here)."""
+    has no float64 reference here): ``eval_inner_steps`` steps, as the model in inference
+    mode (the parity driver's reference), or ``inner_steps`` with ``training``."""
     if config.net != "mlp":
         return None
     steps = config.inner_steps if training else config.eval_inner_steps
