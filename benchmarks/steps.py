@@ -145,6 +145,9 @@ def _torch_call(w: Workload, mode: str, phase: str, device: Device,
     inputs, target = model.inputs_and_target(w.batch(0))
     loss_fn = model.make_loss()
     compiled = mode.startswith("compile")
+    if compiled and not getattr(model, "compilable", True):
+        # The trainer trains such a model eager under --compile; the row says why.
+        raise NotImplementedError(f"not compiled: {model.not_compiled_because}")
     if compiled:
         info["compile_backend"] = compile_backend
     # A recurrent model compiles its per-step cell (the library's option), not the unrolled

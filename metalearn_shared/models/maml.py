@@ -361,10 +361,14 @@ def _parity_cases(cls: type, name: str) -> Any:
 
 def _workloads(cls: type, name: str) -> Any:
     def workloads(quick: bool) -> list[registry.Workload]:
+        """5-way 1-shot, 1 inner step; second-order MAML also with 5 (memory grows with the
+        steps: every inner step's graph is kept for the meta-gradient)."""
         size, hidden, queries = (16, 8, 1) if quick else (28, 64, 15)
-        config = cls(ways=5, backbone=BackboneConfig(image_size=size, hidden=hidden))
-        return [registry.Workload(f"{name}-5w1s{queries}q", config,
-                                  registry.Task(ways=5, shots=1, queries=queries), image_size=size)]
+        steps = (1, 5) if cls is MAMLConfig and not quick else (1,)
+        return [registry.Workload(
+            f"{name}-5w1s{queries}q" + (f"-k{k}" if k > 1 else ""),
+            cls(ways=5, inner_steps=k, backbone=BackboneConfig(image_size=size, hidden=hidden)),
+            registry.Task(ways=5, shots=1, queries=queries), image_size=size) for k in steps]
 
     return workloads
 
