@@ -33,7 +33,7 @@ def test_bad_configs_name_the_problem():
     with pytest.raises(ValueError, match="unknown keys"):
         MANNConfig.from_dict({"memory_slot": 3})
     with pytest.raises(ValueError, match="known models"):
-        config_from_dict({"model": "maml"})
+        config_from_dict({"model": "no-such-model"})
 
 
 def test_derived_sizes():
