@@ -134,7 +134,7 @@ class ParityCase:
     parity module adds the learning rate and optimiser).
 
     Attributes:
-        name: ``"siamese-koch-conv4-32px"``, ``"mann"``, ...
+        name: ``"<model>-<variant>"`` (the report's row).
         config: the model.
         batch: pairs / sequences per step (1: one episode).
         glyphs: ``(classes, drawings per class)`` of the glyph dataset the case trains on.

@@ -74,6 +74,7 @@ __all__ = [
     "MetaSGDConfig",
     "ANILConfig",
     "param_spec",
+    "loss_for",
     "inner_lr_name",
     "adapted_names",
     "inputs_and_target",
@@ -200,6 +201,12 @@ def param_spec(config: MAMLConfig) -> list[ParamSpec]:
             keras_path = "inner_lr/" + name.replace(".", "_")
             spec.append(ParamSpec(inner_lr_name(name), p.shape, p.layout, keras_path, chw=p.chw))
     return spec
+
+
+def loss_for(config: MAMLConfig) -> tuple[str, dict[str, Any]]:
+    """The meta-loss in both frameworks' ``losses`` modules: softmax cross-entropy of the
+    query logits (the prototypical loss's formula, over the adapted head's logits)."""
+    return "PrototypicalLoss", {}
 
 
 # -- the float64 reference (the mlp net) -----------------------------------------------------

@@ -151,7 +151,7 @@ class MAML(TaskMixin, keras.Model):
             (``FOMAMLConfig``, ``MetaSGDConfig``, ``ANILConfig``); its class is the variant.
     """
 
-    spec = spec  # the shared spec: inputs_and_target (see TaskMixin)
+    spec = spec  # the shared spec: inputs_and_target, loss_for (see TaskMixin)
     config_cls = MAMLConfig  # per instance: type(config) (a subclass names the variant)
 
     def __init__(self, config: MAMLConfig, **kwargs: Any) -> None:
@@ -177,14 +177,6 @@ class MAML(TaskMixin, keras.Model):
             self.inner_lr.build()
 
     # -- the task contract -------------------------------------------------------------------
-    def make_loss(self) -> keras.losses.Loss:
-        """Softmax cross-entropy over the query logits, mean over the queries, for
-        ``model.compile(loss=...)``; called as ``loss(query_y, logits)``.
-
-        Defined here rather than through TaskMixin's ``spec.loss_for``, which the MAML
-        spec does not provide."""
-        return losses.PrototypicalLoss()
-
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MAML:
         # The dict's "model" key picks the config class (maml, fomaml, metasgd, anil).

@@ -51,7 +51,6 @@ from torch.func import functional_call
 from metalearn_shared.models import maml as spec
 from metalearn_shared.models.backbones import check_images
 from metalearn_shared.models.maml import MAMLConfig, adapted_names, inner_lr_name
-from metalearn_torch import losses
 from metalearn_torch.models.backbones import TaskMixin, inference, make_backbone, seeded
 
 __all__ = ["TanhMLP", "MAML", "build"]
@@ -121,7 +120,7 @@ class MAML(TaskMixin, nn.Module):
             canonical name with dots as underscores (``state_dict``: ``inner_lr.head_weight``).
     """
 
-    spec = spec  # the shared spec: inputs_and_target (see TaskMixin)
+    spec = spec  # the shared spec: inputs_and_target, loss_for (see TaskMixin)
     #: ``metalearn train --compile`` trains this model eager, and says why.
     compilable: ClassVar[bool] = False
     not_compiled_because = ("torch.compile does not support the double backward of a "
@@ -144,11 +143,6 @@ class MAML(TaskMixin, nn.Module):
                 (inner_lr_name(n).removeprefix("inner_lr."),
                  nn.Parameter(torch.full_like(params[n].detach(), config.inner_lr)))
                 for n in self.adapted])
-
-    def make_loss(self) -> nn.Module:
-        """Softmax cross-entropy of the query logits, mean over the queries (the meta-loss);
-        called as ``loss(logits (Q, ways), query_y (Q,))``."""
-        return losses.PrototypicalLoss()
 
     # -- the inner loop ------------------------------------------------------------------
     def _weights(self) -> tuple[Weights, dict[str, Any]]:
