@@ -134,7 +134,7 @@ def _torch_call(w: Workload, mode: str, phase: str, device: Device,
     """Build a fresh model for ``mode`` and return the call to time, plus settings."""
     import torch
 
-    from metalearn_torch.models import build_model
+    from metalearn_torch.models import build_model, objective
     from metalearn_torch.optimizers import make_optimizer
 
     model = build_model(w.config, seed=0).to(device.torch_device())
@@ -162,7 +162,7 @@ def _torch_call(w: Workload, mode: str, phase: str, device: Device,
         opt = make_optimizer(w.train.optimizer, model.parameters(), lr=w.train.lr)
 
         def forward_loss(*args: Any) -> Any:
-            return loss_fn(model(*args), target)
+            return objective(model, args, target, loss_fn)[0]  # the trainer's objective
 
         if whole:
             forward_loss = torch.compile(forward_loss, backend=compile_backend)

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from metalearn_shared import distributed as D
 from metalearn_shared import training as T
+from metalearn_tf.models import objective
 
 __all__ = ["STRATEGIES", "make_strategy", "is_chief", "requested", "DistributedStep", "main",
            "train_distributed", "main_train", "teacher_forced_equivalence"]
@@ -140,8 +141,7 @@ class DistributedStep:
             for inputs, target in batches:
                 for v, s in zip(self.moving, start, strict=True):
                     v.assign(s)  # every episode's update starts from the step's statistics
-                output = model(inputs, training=True)
-                loss = self.loss_fn(target, output)
+                loss, output = objective(model, inputs, target, self.loss_fn)
                 loss_sum += loss
                 acc_sum += model.batch_accuracy(output, target)
                 total = [t + tf.identity(v.value) for t, v in zip(total, self.moving, strict=True)]

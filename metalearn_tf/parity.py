@@ -25,6 +25,7 @@ from metalearn_shared.models.backbones import embedding_chw, flat_hwc_to_chw
 from metalearn_shared.parity import TrainRecord
 from metalearn_shared.weights import to_canonical, to_framework
 from metalearn_tf.checkpoint import get_canonical, keras_variables, set_canonical
+from metalearn_tf.models import objective
 from metalearn_tf.train import EpisodeDataset
 
 __all__ = ["parity_context", "forward", "embed", "trace", "loss_and_grads", "train_steps",
@@ -137,8 +138,7 @@ def _grad_step(model: keras.Model) -> tuple[list[str], Any]:
         @tf.function(reduce_retracing=True)
         def step(inputs: tuple[Any, ...], target: Any) -> tuple[Any, Any, list[Any]]:
             with tf.GradientTape() as tape:
-                out = model(inputs, training=True)
-                loss = loss_fn(target, out)
+                loss, out = objective(model, inputs, target, loss_fn)
             return out, loss, tape.gradient(loss, list(trainable.values()))
 
         model._parity_grad_step = (list(trainable), step)

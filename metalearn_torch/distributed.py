@@ -46,6 +46,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from metalearn_shared import distributed as D
 from metalearn_shared import training as T
+from metalearn_torch.models import objective
 
 __all__ = ["DistContext", "MODES", "init_from_env", "shutdown", "requested", "wrap",
            "meta_step", "train_distributed", "main_train", "teacher_forced_equivalence", "main"]
@@ -150,8 +151,7 @@ def meta_step(model: nn.Module, wrapped: nn.Module, opt: torch.optim.Optimizer,
         inputs, target = model.inputs_and_target(batch)
         sync = isinstance(wrapped, DistributedDataParallel) and j < n - 1
         with wrapped.no_sync() if sync else contextlib.nullcontext():
-            output = wrapped(*inputs)
-            loss = loss_fn(output, target)
+            loss, output = objective(model, inputs, target, loss_fn, wrapped)
             (loss / n).backward()
         with torch.no_grad():
             for t, b in zip(total, buffers, strict=True):
@@ -263,8 +263,11 @@ def main_train(args: Any) -> int:
     try:
         setup = T.setup_from_args(args)
         model = build_model(setup.model_config, seed=setup.train.seed)
+        # A learner that needs it (double backward, or an objective that does not run the
+        # wrapped forward) names its mode; DDP otherwise.
         result = train_distributed(model, setup, getattr(args, "meta_batch", None),
-                                   resume=args.resume, ctx=ctx)
+                                   resume=args.resume, ctx=ctx,
+                                   mode=getattr(model, "distributed_mode", "ddp"))
         if ctx.is_main:
             print(f"torch: trained {setup.model_config.model} for {result['steps']} steps on "
                   f"{ctx.world} process(es), meta-batch {result['meta_batch']}; final loss "

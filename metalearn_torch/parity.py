@@ -24,6 +24,7 @@ from metalearn_shared.models import param_spec
 from metalearn_shared.parity import TrainRecord
 from metalearn_shared.weights import to_canonical, to_framework
 from metalearn_torch.checkpoint import get_canonical, set_canonical
+from metalearn_torch.models import objective
 
 __all__ = ["parity_context", "forward", "embed", "trace", "loss_and_grads", "train_steps",
            "forced_steps", "apply_update", "set_weights",
@@ -101,8 +102,7 @@ def loss_and_grads(model: nn.Module, inputs: Sequence[np.ndarray], target: np.nd
     """
     model.train()
     model.zero_grad()
-    out = model(*_tensors(inputs))
-    loss = model.make_loss()(out, torch.from_numpy(target))
+    loss, out = objective(model, _tensors(inputs), torch.from_numpy(target), model.make_loss())
     loss.backward()
     grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
     spec = [p for p in param_spec(model.config) if p.trainable]
@@ -134,7 +134,7 @@ def _one_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: nn.Module, 
     inputs, target = model.inputs_and_target(batch)
     t0 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
-    loss_fn(model(*inputs), target).backward()
+    objective(model, inputs, target, loss_fn)[0].backward()
     opt.step()
     return time.perf_counter() - t0
 

@@ -21,7 +21,7 @@ from metalearn_shared import training as T
 from metalearn_shared.config import TrainConfig
 from metalearn_torch import optimizers
 from metalearn_torch.checkpoint import save_checkpoint, set_canonical
-from metalearn_torch.models import build_model
+from metalearn_torch.models import build_model, objective
 from metalearn_torch.optimizers import OPTIMIZER_SETTINGS
 
 __all__ = ["make_optimizer", "train", "main_train", "OPTIMIZER_SETTINGS"]
@@ -139,8 +139,7 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
     with T.interruptible() as stop:
         for step in bar:
             inputs, target = model.inputs_and_target(T.step_batch(sampler, setup.family, step, cfg.batch))
-            output = forward(*inputs)
-            loss = loss_fn(output, target)
+            loss, output = objective(model, inputs, target, loss_fn, forward)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -71,7 +71,7 @@ def test_second_order_meta_gradient_matches_finite_differences(cls):
 def test_first_order_is_the_query_gradient_and_differs_from_second_order():
     config, p, episode = _problem(M.FOMAMLConfig)
     first = M.reference_meta_gradient(p, config, *episode)
-    adapted = M._inner_loop(p, config, episode[0], episode[1], config.inner_steps)[0][-1]
+    adapted = M.inner_loop(p, config, episode[0], episode[1], config.inner_steps)[0][-1]
     query = M._ce_grads(adapted, episode[2], episode[3])[1]
     for k in p:
         np.testing.assert_array_equal(first[k], query[k])

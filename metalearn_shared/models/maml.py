@@ -78,6 +78,13 @@ __all__ = [
     "inner_lr_name",
     "adapted_names",
     "inputs_and_target",
+    "net_spec",
+    "inner_loop",
+    "check_mlp",
+    "per_image_flops",
+    "config_from_args_for",
+    "args_from_config",
+    "OPTIONS",
     "reference_forward",
     "reference_meta_gradient",
     "meta_loss",
@@ -166,7 +173,7 @@ class ANILConfig(MAMLConfig):
     head_only: ClassVar[bool] = True
 
 
-def _net_spec(config: MAMLConfig) -> list[ParamSpec]:
+def net_spec(config: MAMLConfig) -> list[ParamSpec]:
     if config.net == "conv4":
         net = backbone_spec(config.backbone, "embedding")
     else:
@@ -179,7 +186,7 @@ def _net_spec(config: MAMLConfig) -> list[ParamSpec]:
 
 def adapted_names(config: MAMLConfig) -> list[str]:
     """Canonical names of the parameters the inner loop adapts, in canonical order."""
-    return [p.name for p in _net_spec(config) if p.trainable
+    return [p.name for p in net_spec(config) if p.trainable
             and (not config.head_only or p.name.startswith("head."))]
 
 
@@ -191,7 +198,7 @@ def inner_lr_name(name: str) -> str:
 def param_spec(config: MAMLConfig) -> list[ParamSpec]:
     """The network's parameters (``embedding.*``, ``head.*``), and for Meta-SGD one learned
     rate per adapted parameter, of its canonical shape (layout: the parameter's own)."""
-    spec = _net_spec(config)
+    spec = net_spec(config)
     if config.learned_lr:
         by_name = {p.name: p for p in spec}
         for name in adapted_names(config):
@@ -252,7 +259,7 @@ def hessian_vector_product(params: Mapping[str, np.ndarray], x: np.ndarray, y: n
     return _ce_grads(p, np.asarray(x, np.float64), np.asarray(y), direction=direction)[2]
 
 
-def _check_mlp(config: MAMLConfig) -> None:
+def check_mlp(config: MAMLConfig) -> None:
     if config.net != "mlp":
         raise ValueError(f"the float64 reference covers the mlp net; this config's net is "
                          f"{config.net!r}.")
@@ -262,7 +269,7 @@ def _rate(params: Mapping[str, np.ndarray], config: MAMLConfig, name: str) -> An
     return np.asarray(params[inner_lr_name(name)], np.float64) if config.learned_lr else config.inner_lr
 
 
-def _inner_loop(params: Mapping[str, np.ndarray], config: MAMLConfig, support_x: np.ndarray,
+def inner_loop(params: Mapping[str, np.ndarray], config: MAMLConfig, support_x: np.ndarray,
                 support_y: np.ndarray, steps: int
                 ) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
     """``(thetas, grads)``: the net's weights before each step and after the last
@@ -286,7 +293,7 @@ def reference_forward(params: Mapping[str, np.ndarray], config: MAMLConfig,
     if config.net != "mlp":
         return None
     steps = config.inner_steps if training else config.eval_inner_steps
-    theta = _inner_loop(params, config, support_x, support_y, steps)[0][-1]
+    theta = inner_loop(params, config, support_x, support_y, steps)[0][-1]
     q = np.asarray(query_x, np.float64)
     h = np.tanh(q.reshape(len(q), -1) @ theta["embedding.fc1.weight"].T + theta["embedding.fc1.bias"])
     return h @ theta["head.weight"].T + theta["head.bias"]
@@ -295,8 +302,8 @@ def reference_forward(params: Mapping[str, np.ndarray], config: MAMLConfig,
 def meta_loss(params: Mapping[str, np.ndarray], config: MAMLConfig, support_x: np.ndarray,
               support_y: np.ndarray, query_x: np.ndarray, query_y: np.ndarray) -> float:
     """The outer objective (mlp net): query cross-entropy after the training inner loop."""
-    _check_mlp(config)
-    theta = _inner_loop(params, config, support_x, support_y, config.inner_steps)[0][-1]
+    check_mlp(config)
+    theta = inner_loop(params, config, support_x, support_y, config.inner_steps)[0][-1]
     return _ce_grads(theta, np.asarray(query_x, np.float64), np.asarray(query_y))[0]
 
 
@@ -314,8 +321,8 @@ def reference_meta_gradient(params: Mapping[str, np.ndarray], config: MAMLConfig
     ``-sum_j g_j ⊙ v_{j+1}``. ``tests/test_maml_spec.py`` checks it against central
     finite differences of :func:`meta_loss`.
     """
-    _check_mlp(config)
-    thetas, gs = _inner_loop(params, config, support_x, support_y, config.inner_steps)
+    check_mlp(config)
+    thetas, gs = inner_loop(params, config, support_x, support_y, config.inner_steps)
     sx, sy = np.asarray(support_x, np.float64), np.asarray(support_y)
     v = _ce_grads(thetas[-1], np.asarray(query_x, np.float64), np.asarray(query_y))[1]
     names = adapted_names(config)
@@ -334,7 +341,7 @@ def reference_meta_gradient(params: Mapping[str, np.ndarray], config: MAMLConfig
 
 
 # -- the model contract (metalearn_shared.registry) -----------------------------------------
-def _config_from_args(cls: type) -> Any:
+def config_from_args_for(cls: type) -> Any:
     def make(args: Any, size: int) -> MAMLConfig:
         extra = {k: getattr(args, k) for k in ("inner_steps", "eval_inner_steps", "inner_lr", "bn")
                  if getattr(args, k, None) is not None}
@@ -346,7 +353,7 @@ def _config_from_args(cls: type) -> Any:
     return make
 
 
-def _args_from_config(c: MAMLConfig) -> dict[str, Any]:
+def args_from_config(c: MAMLConfig) -> dict[str, Any]:
     return {"size": c.image_size, "ways": c.ways, "backbone": c.backbone.name}
 
 
@@ -380,16 +387,20 @@ def _workloads(cls: type, name: str) -> Any:
     return workloads
 
 
+def per_image_flops(config: MAMLConfig) -> Flops:
+    """Forward and training FLOPs of the net (backbone and head) per image."""
+    if config.net == "conv4":
+        return backbone_flops(config.backbone) + Flops(
+            *(2 * [dense_flops(dense("head", config.feature_dim, config.ways))]))
+    f = dense_flops(net_spec(config))
+    return Flops(f, 3 * f)
+
+
 def _flops(config: MAMLConfig, task: registry.Task) -> tuple[float, float]:
     """One forward/backward per inner step on the support set, one on the queries; the
     outer backward of second-order MAML costs about twice a backward per inner step more
     (a Hessian-vector product); first order, one backward more."""
-    if config.net == "conv4":
-        per_image = backbone_flops(config.backbone) + Flops(
-            *(2 * [dense_flops(dense("head", config.feature_dim, config.ways))]))
-    else:
-        f = dense_flops(_net_spec(config))
-        per_image = Flops(f, 3 * f)
+    per_image = per_image_flops(config)
     support = per_image * (task.ways * task.shots)
     query = per_image * (task.ways * task.queries)
     inner = support.train * config.inner_steps
@@ -398,7 +409,7 @@ def _flops(config: MAMLConfig, task: registry.Task) -> tuple[float, float]:
     return forward, forward + outer
 
 
-_OPTIONS = (
+OPTIONS = (
     BACKBONE_OPTION,
     registry.Option(("--inner-steps",), {"type": int, "default": None,
                                          "help": "MAML family: inner SGD steps in training (default 1)"}),
@@ -423,17 +434,17 @@ def _register(cls: type, summary: str) -> registry.ModelSpec:
         family="fewshot",
         param_spec=param_spec,
         inputs_and_target=inputs_and_target,
-        config_from_args=_config_from_args(cls),
-        args_from_config=_args_from_config,
+        config_from_args=config_from_args_for(cls),
+        args_from_config=args_from_config,
         # Finn et al.: Adam 1e-3 outer, 32 tasks per meta-batch (here 1 episode per step;
         # --meta-batch averages more).
         defaults=registry.TrainDefaults(batch=1, lr=1e-3, optimizer="adam", image_size=28),
-        options=_OPTIONS,
+        options=OPTIONS,
         parity_cases=_parity_cases(cls, name),
         workloads=_workloads(cls, name),
         flops=_flops,
         reference_forward=reference_forward,
-        reference_loss=lambda target, logits: float(losses.prototypical_loss(target, logits).mean()),
+        reference_loss=lambda target, logits: float(losses.softmax_cross_entropy(target, logits).mean()),
         predicts=True,
         implementations={"torch": "metalearn_torch.models.maml", "keras": "metalearn_tf.models.maml"},
     ))

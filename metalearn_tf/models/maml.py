@@ -242,37 +242,56 @@ class MAML(TaskMixin, keras.Model):
         training = bool(training)
         steps = config.inner_steps if training else config.eval_inner_steps
         bn_batch = training or config.bn == "transductive"
-        plan = self._plan()
         # Read once: the outer tape (fit's, a test's) records these reads and everything
         # computed from them, the inner gradients included.
+        theta, stats, rates = self._start()
+        theta, stats = self._adapt(theta, stats, rates, sx, sy, steps, bn_batch, training,
+                                   config.first_order)
+        logits, new_stats = self._net(theta, stats, qx, bn_batch)  # (Q, ways)
+        if training:
+            self._assign_stats(new_stats)
+        return logits
+
+    def _start(self) -> tuple[list[Any], list[Any], list[Any]]:
+        """``(theta, stats, rates)``: the net's trainable weights and BatchNorm statistics as
+        tensors (reads the enclosing tapes record), and each adapted weight's inner rate."""
+        plan = self._plan()
         theta = [_read(v) for v in self._net_variables()]
         stats = [_read(v) for v in self.embedding.non_trainable_variables]
-        if config.learned_lr:
+        if self.config.learned_lr:
             variables = keras_variables(self)
             rates = [_read(variables[p]) for p in plan.rate_paths]
         else:
-            rates = [config.inner_lr] * len(plan.adapted)
+            rates = [self.config.inner_lr] * len(plan.adapted)
+        return theta, stats, rates
+
+    def _adapt(self, theta: list[Any], stats: list[Any], rates: list[Any], x: Any, y: Any,
+               steps: int, bn_batch: bool, training: bool, first_order: bool
+               ) -> tuple[list[Any], list[Any]]:
+        """``(theta, stats)`` after ``steps`` SGD steps on ``(x, y)`` (mean cross-entropy):
+        the adapted weights replaced, and — in training — the statistics each pass updated."""
+        plan = self._plan()
+        theta = list(theta)
         for _ in range(steps):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 adapted = [theta[i] for i in plan.adapted]
                 tape.watch(adapted)
-                logits, new_stats = self._net(theta, stats, sx, bn_batch)  # (S, ways)
-                # The loss of make_loss (sparse softmax cross-entropy), mean over the support;
+                logits, new_stats = self._net(theta, stats, x, bn_batch)  # (B, ways)
+                # The loss of make_loss (sparse softmax cross-entropy), mean over the batch;
                 # TF differentiates its gradient (the second order) exactly.
-                support_loss = ops.mean(losses.prototypical_loss(sy, logits))
-            grads = tape.gradient(support_loss, adapted,
-                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            if config.first_order:
+                loss = ops.mean(losses.prototypical_loss(y, logits))
+            grads = tape.gradient(loss, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            if first_order:
                 grads = [ops.stop_gradient(g) for g in grads]
             for i, g, lr in zip(plan.adapted, grads, rates, strict=True):
                 theta[i] = theta[i] - lr * g
             if training:
                 stats = new_stats
-        logits, new_stats = self._net(theta, stats, qx, bn_batch)  # (Q, ways)
-        if training:
-            for v, s in zip(self.embedding.non_trainable_variables, new_stats, strict=True):
-                v.assign(s)
-        return logits
+        return theta, stats
+
+    def _assign_stats(self, stats: list[Any]) -> None:
+        for v, s in zip(self.embedding.non_trainable_variables, stats, strict=True):
+            v.assign(s)
 
     def predict_episode(self, support_x: Any, support_y: Any, query_x: Any,
                         ways: int | None = None) -> Any:

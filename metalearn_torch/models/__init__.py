@@ -7,13 +7,14 @@ Each model's spec names the module that implements it here (by default
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
 from metalearn_shared import models as specs
 from metalearn_shared.config import ModelConfig
 
-__all__ = ["build_model", "available_models", "implementation"]
+__all__ = ["build_model", "available_models", "implementation", "objective"]
 
 FRAMEWORK = "torch"
 
@@ -45,3 +46,21 @@ def available_models() -> list[str]:
 def build_model(config: ModelConfig, seed: int | None = None) -> Any:
     """Build (in Keras: with its variables created) the model ``config`` describes."""
     return implementation(config.model).build(config, seed=seed)
+
+
+def objective(model: Any, inputs: Sequence[Any], target: Any, loss_fn: Callable[..., Any],
+              forward: Callable[..., Any] | None = None) -> tuple[Any, Any]:
+    """A training step's ``(loss, output)``: ``loss`` is what ``backward()`` differentiates
+    (and the log shows), ``output`` what ``batch_accuracy`` reads.
+
+    Every trainer, the distributed step, the parity driver and the benchmarks call this.
+    It is ``loss_fn(forward(*inputs), target)`` (``forward``: a compiled or DDP-wrapped
+    model; default the model), unless the model has an ``objective(inputs, target, loss_fn,
+    forward)`` method of its own: a learner whose update is not the gradient of its output's
+    loss (Reptile).
+    """
+    own = getattr(model, "objective", None)
+    if own is not None:
+        return own(inputs, target, loss_fn, forward)
+    output = (forward or model)(*inputs)
+    return loss_fn(output, target), output

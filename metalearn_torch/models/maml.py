@@ -123,6 +123,9 @@ class MAML(TaskMixin, nn.Module):
     spec = spec  # the shared spec: inputs_and_target, loss_for (see TaskMixin)
     #: ``metalearn train --compile`` trains this model eager, and says why.
     compilable: ClassVar[bool] = False
+    #: Several processes average the finished meta-gradients (``metalearn_torch.
+    #: distributed``): DDP's hooks would fire on the inner loop's first backward.
+    distributed_mode: ClassVar[str] = "allreduce"
     not_compiled_because = ("torch.compile does not support the double backward of a "
                             "second-order meta-gradient (the inner loop's autograd.grad "
                             "also breaks the graph in first order)")
@@ -202,6 +205,25 @@ class MAML(TaskMixin, nn.Module):
             RuntimeError: called under ``torch.inference_mode()``.
         """
         c = self.config
+        sx, qx = self._check_inputs(support_x, support_y, query_x, ways)
+        # The outer step differentiates through the loop only in a training step.
+        outer = self.training and torch.is_grad_enabled()
+        steps = c.inner_steps if self.training else c.eval_inner_steps
+        theta, rates = self._weights()
+        if not outer:
+            theta = {n: t.detach() for n, t in theta.items()}
+            rates = {n: r.detach() if isinstance(r, Tensor) else r for n, r in rates.items()}
+        with self._batchnorm_mode() as buffers:
+            theta = self._adapt(theta, rates, buffers, sx, support_y, steps,
+                                create_graph=outer and not c.first_order)
+            if not outer:
+                theta = {n: t.detach() for n, t in theta.items()}
+            return self._logits(theta, buffers, qx)  # (Q, ways)
+
+    def _check_inputs(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                      ways: int | None) -> tuple[Tensor, Tensor]:
+        """The checked ``(support_x, query_x)``; raises the errors :meth:`forward` lists."""
+        c = self.config
         if ways is not None and ways != c.ways:
             raise ValueError(f"this model's head has {c.ways} outputs (config.ways); the episode "
                              f"has {ways} ways. Sample {c.ways}-way episodes or train a model "
@@ -214,26 +236,23 @@ class MAML(TaskMixin, nn.Module):
         if torch.is_inference_mode_enabled():
             raise RuntimeError("the MAML inner loop needs autograd, which torch.inference_mode() "
                                "forbids; evaluate under torch.no_grad() instead.")
-        # The outer step differentiates through the loop only in a training step.
-        outer = self.training and torch.is_grad_enabled()
-        steps = c.inner_steps if self.training else c.eval_inner_steps
-        theta, rates = self._weights()
-        if not outer:
-            theta = {n: t.detach() for n, t in theta.items()}
-            rates = {n: r.detach() if isinstance(r, Tensor) else r for n, r in rates.items()}
-        labels = support_y.long()
-        with self._batchnorm_mode() as buffers:
-            with torch.enable_grad():
-                for _ in range(steps):
-                    theta.update({n: _leaf(theta[n]) for n in self.adapted})
-                    support_loss = F.cross_entropy(self._logits(theta, buffers, sx), labels)
-                    grads = torch.autograd.grad(support_loss, [theta[n] for n in self.adapted],
-                                                create_graph=outer and not c.first_order)
-                    theta.update({n: theta[n] - rates[n] * g
-                                  for n, g in zip(self.adapted, grads, strict=True)})
-            if not outer:
-                theta = {n: t.detach() for n, t in theta.items()}
-            return self._logits(theta, buffers, qx)  # (Q, ways)
+        return sx, qx
+
+    def _adapt(self, theta: Weights, rates: Mapping[str, Any], buffers: Mapping[str, Tensor],
+               x: Tensor, y: Tensor, steps: int, create_graph: bool) -> Weights:
+        """``theta`` after ``steps`` SGD steps on ``(x, y)`` (mean cross-entropy), the adapted
+        entries only; ``create_graph`` keeps each step's gradient in the graph (second order)."""
+        theta = dict(theta)
+        labels = y.long()
+        with torch.enable_grad():
+            for _ in range(steps):
+                theta.update({n: _leaf(theta[n]) for n in self.adapted})
+                loss = F.cross_entropy(self._logits(theta, buffers, x), labels)
+                grads = torch.autograd.grad(loss, [theta[n] for n in self.adapted],
+                                            create_graph=create_graph)
+                theta.update({n: theta[n] - rates[n] * g
+                              for n, g in zip(self.adapted, grads, strict=True)})
+        return theta
 
     def predict_episode(
         self, support_x: Any, support_y: Any, query_x: Any, ways: int | None = None

@@ -13,7 +13,8 @@ defaults (momentum 0.99 = torch's 0.01, epsilon 1e-3) or with Keras' biased runn
 variance; the shared converter's Keras layouts (a conv kernel transposed H <-> W, the
 flatten-before-dense rows not permuted — each consistently both ways, so a round trip
 still looks right); torch's LRUA ranking breaking usage ties by the highest index; and
-``TorchAdam`` adding epsilon inside the square root.
+``TorchAdam`` adding epsilon inside the square root; Keras' Reptile running one inner step
+fewer than asked.
 
 One error the new checks cannot see: the reversed LRUA tie rule only relabels memory slots
 (see its row): the slot-level checks (the ``exact`` group: the LRUA's slot choices, the ``spec`` figures of
@@ -119,6 +120,16 @@ def _keras_adam_eps_inside(mp: pytest.MonkeyPatch) -> None:
         ops.add(ops.divide(v, ops.square(bc2_sqrt)), self.epsilon)))
 
 
+def _keras_reptile_one_step_short(mp: pytest.MonkeyPatch) -> None:
+    """Keras' Reptile runs one inner step fewer than asked (an off-by-one in its loop), in
+    training and evaluation; MAML's loop (the same method) is untouched."""
+    from metalearn_tf.models.reptile import Reptile
+
+    adapt = Reptile._adapt
+    mp.setattr(Reptile, "_adapt", lambda self, theta, stats, rates, x, y, steps, *a, **kw:
+               adapt(self, theta, stats, rates, x, y, steps - 1, *a, **kw))
+
+
 class Mutation(NamedTuple):
     """One row of the table: what to inject, where it is run, which groups fail.
 
@@ -142,7 +153,7 @@ class Mutation(NamedTuple):
     missed: str = ""
 
 
-PROTONET, SIAMESE, MANN = "protonet", "siamese", "mann"
+PROTONET, SIAMESE, MANN, REPTILE = "protonet", "siamese", "mann", "reptile"
 TO_KERAS, TO_TORCH = "torch_to_keras", "keras_to_torch"
 #: The old checks (forward, grad, loss) fail too wherever the error changes the forward pass;
 #: BatchNorm's running statistics and the optimiser's rule only the new checks see. Worst
@@ -180,6 +191,9 @@ MUTATIONS = [
     # ``update``, and its free-running floor is wide: see metalearn_shared.parity)
     Mutation("adam-eps-inside-sqrt", _keras_adam_eps_inside, PROTONET, "adam-torch", TO_KERAS,
              frozenset({"update"})),
+    # forward 8.1e3, spec 7.5e3, loss 1.7e4, grad 78, step 7.6, train 2.2
+    Mutation("reptile-inner-loop-one-step-short", _keras_reptile_one_step_short, REPTILE, "sgd",
+             TO_KERAS, frozenset({"forward", "spec", "grad", "loss", "step", "train"})),
 ]
 
 
