@@ -3,7 +3,7 @@
 # background sets (small1 + small2 = 242 characters, 8 alphabets), alphabet-disjoint split
 # (6 train / 2 test alphabets, seed 0), rotations as extra training classes.
 # One CPU thread per run, so that two runs can share a 2-core machine.
-#   usage: OMNIGLOT=path/to/folder bash experiments/results.sh [protonet|siamese|mann|lstm|maml|fomaml|metasgd|anil ...]
+#   usage: OMNIGLOT=path/to/folder bash experiments/results.sh [protonet|siamese|mann|lstm|maml|fomaml|metasgd|anil|reptile ...]
 set -euo pipefail
 OMNIGLOT=${OMNIGLOT:-../shared/data/omniglot}
 OUT=${OUT:-runs}
@@ -45,12 +45,14 @@ sequence() {  # model steps: MANN / LSTM, 5-way, 10 samples per class, 20x20, ba
 }
 
 maml_family() {  # learner; WAYS-way 1-shot (a MAML head has WAYS outputs: train per setting),
-  # conv4 28 px, 1 inner step at 0.4 in training, 3 at test; BN=transductive|running
-  local ways=${WAYS:-5} bn=${BN:-transductive}
+  # conv4 28 px, each learner's inner-loop defaults; BN=transductive|running; META_BATCH
+  # episodes per step (default 1); QUERIES per class in training (default 15)
+  local ways=${WAYS:-5} bn=${BN:-transductive} mb=${META_BATCH:-1}
   for fw in ${FRAMEWORKS:-torch keras}; do
-    local run="exp-$1-${ways}w-$bn-$fw"
-    metalearn train --framework $fw --model "$1" "${DATA[@]}" --rotations \
-      --ways "$ways" --shots 1 --queries 15 --steps "${MAML_STEPS:-3000}" --bn "$bn" --out "$OUT/$run"
+    local run="exp-$1-${ways}w-$bn-mb$mb-$fw"
+    metalearn train --framework $fw --model "$1" "${DATA[@]}" --rotations --meta-batch "$mb" \
+      --ways "$ways" --shots 1 --queries "${QUERIES:-15}" --steps "${MAML_STEPS:-3000}" --bn "$bn" \
+      --out "$OUT/$run"
     metalearn eval --framework $fw "$OUT/$run/checkpoint.safetensors" "${DATA[@]}" \
       --ways "$ways" --shots 1 --queries 15 --episodes 1000 --out "$OUT/$run/eval-$fw"
   done
@@ -62,7 +64,7 @@ for what in "${@:-protonet siamese mann lstm}"; do
     siamese) siamese ;;
     mann) sequence mann "${MANN_STEPS:-4000}" ;;
     lstm) sequence lstm "${LSTM_STEPS:-2000}" ;;
-    maml|fomaml|metasgd|anil) maml_family "$what" ;;
+    maml|fomaml|metasgd|anil|reptile) maml_family "$what" ;;
     *) echo "unknown experiment $what" >&2; exit 2 ;;
   esac
 done

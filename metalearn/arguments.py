@@ -188,8 +188,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 def _add_tools(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("parity", help="measure cross-framework parity of every model",
                        formatter_class=_HelpFormatter)
-    p.add_argument("--model", default="all", choices=["all", *models.names()], metavar="MODEL",
-                   help="all | " + " | ".join(models.names()))
+    p.add_argument("--model", default="all", metavar="MODEL",
+                   help="all, or one or more of " + ", ".join(models.names())
+                        + " joined by commas")
     p.add_argument("--steps", type=int, default=10, help="training steps compared (default 10)")
     p.add_argument("--optimizers", nargs="+", default=["sgd"], metavar="NAME",
                    help="optimisers compared, each with the trainers' own objects: sgd runs "

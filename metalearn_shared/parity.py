@@ -154,11 +154,11 @@ def _case(spec: Any, pc: ParityCase) -> Case:
 
 def cases(model: str = "all", tiny: bool = False,
           optimizers: Sequence[str] = ("sgd",)) -> list[Case]:
-    """The parity cases of one registered model, or of all (``"all"``): each model's spec
+    """The parity cases of registered models, or of all (``"all"``): each model's spec
     lists its own (``ModelSpec.parity_cases``).
 
     Args:
-        model: a registered model name or ``"all"``.
+        model: a registered model name, several joined by commas, or ``"all"``.
         tiny: one small variant per model (for a quick run and the CLI's test).
         optimizers: names of :data:`metalearn_shared.optimizers.OPTIMIZERS`. SGD runs every
             case; each other optimiser runs the first trainable case of each model (named
@@ -170,14 +170,16 @@ def cases(model: str = "all", tiny: bool = False,
     from metalearn_shared import models
     from metalearn_shared.optimizers import OPTIMIZERS
 
-    if model != "all" and model not in models.names():
-        raise ValueError(f"--model must be 'all' or one of {models.names()}; got {model!r}.")
+    wanted = set(models.names()) if model == "all" else set(model.split(","))
+    if not wanted or not wanted <= set(models.names()):
+        raise ValueError(f"--model must be 'all' or registered names joined by commas "
+                         f"({', '.join(models.names())}); got {model!r}.")
     unknown = [o for o in optimizers if o not in OPTIMIZERS]
     if unknown:
         raise ValueError(f"unknown optimizer(s) {unknown}; choose from {sorted(OPTIMIZERS)}.")
     out: list[Case] = []
     for spec in models.specs():
-        if model in ("all", spec.name):
+        if spec.name in wanted:
             own = [_case(spec, pc) for pc in spec.parity_cases(tiny)]
             if "sgd" in optimizers:
                 out += own

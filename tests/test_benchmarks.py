@@ -1,8 +1,10 @@
 """The benchmark suite's tiny mode runs end to end and writes complete results.
 
-``benchmarks.runner.main(["--quick", ...])`` measures every registered model's quick
-workloads (``spec.workloads(True)``) in every mode of both frameworks (tiny sizes, one
-thread), and the scaling section trains one model of each meta-batch-splitting family on 1
+``benchmarks.runner.main(["--quick", ...])`` measures the quick workloads
+(``spec.workloads(True)``) of one registered model per implementation module — models that
+share a module (the MAML family: one class, a flag per learner) share every code path the
+runner exercises, and each costs tracing and compilation time in CI — in every mode of both
+frameworks (tiny sizes, one thread), and the scaling section trains one model of each meta-batch-splitting family on 1
 and 2 torch processes (``torchrun``, gloo) and Keras mirrored replicas; the figures mean
 nothing, the paths must work. The analytic FLOP formulas are checked against torch's own
 counter.
@@ -24,6 +26,10 @@ pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
 
 
+#: The models the quick run measures: one per implementation (``models.representatives``).
+QUICK_MODELS = models.representatives()
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     """The README's ``metalearn bench --quick``: the CLI hands its options to the runner."""
@@ -31,7 +37,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
 
     out = tmp_path_factory.mktemp("bench")
     start = time.perf_counter()
-    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    assert main(["bench", "--quick", "--models", ",".join(QUICK_MODELS), "--out", str(out)]) == 0
     return out, time.perf_counter() - start
 
 
@@ -51,9 +57,9 @@ def test_quick_run_writes_json_markdown_and_charts(quick_run: tuple[Path, float]
     failed = [(r["workload"], r["framework"], r["mode"], r["phase"], r["error"])
               for r in records if "error" in r]
     assert not failed, failed
-    assert {r["model"] for r in records} == set(model_names())
+    assert {r["model"] for r in records} == set(QUICK_MODELS)
     assert {r["framework"] for r in records} == set(FRAMEWORKS)
-    expected = {w.name for s in models.specs() for w in s.workloads(True)}
+    expected = {w.name for name in QUICK_MODELS for w in models.get(name).workloads(True)}
     for framework in FRAMEWORKS:  # every spec's quick workload trains and infers in each
         assert {r["workload"] for r in records if r["framework"] == framework} == expected
     for framework, modes in (("torch", TORCH_MODES), ("keras", KERAS_MODES)):
@@ -63,7 +69,7 @@ def test_quick_run_writes_json_markdown_and_charts(quick_run: tuple[Path, float]
         spec = models.get(r["model"])
         assert r["family"] == spec.family
         assert r["flops_per_call"] > 0
-    for name in model_names():
+    for name in QUICK_MODELS:
         assert name in markdown
     for mode in {*TORCH_MODES, *KERAS_MODES}:
         assert f"| {mode} |" in markdown

@@ -23,7 +23,8 @@ from metalearn_shared.registry import ModelSpec, config_from_dict, default_confi
 from metalearn_shared.weights import ParamSpec
 
 __all__ = ["ModelSpec", "get", "names", "specs", "param_spec", "config_from_dict",
-           "default_config", "checkpoint_config", "load_builtin", "load_plugins", "PLUGINS_ENV"]
+           "default_config", "checkpoint_config", "load_builtin", "load_plugins", "PLUGINS_ENV",
+           "representatives"]
 
 #: Environment variable: comma-separated modules that register models when imported.
 PLUGINS_ENV = "METALEARN_PLUGINS"
@@ -53,6 +54,18 @@ def load_plugins() -> list[str]:
         ep.load()
         loaded.append(ep.value)
     return loaded
+
+
+def representatives() -> list[str]:
+    """The first registered model of each implementation (its torch and Keras modules), in
+    registration order. Models that share their modules (the MAML family: one class, a flag
+    per learner) share every code path a framework runs; CI's slowest sweeps — the
+    benchmarks' quick run and the parity CPU matrix — run these, the test suite every model.
+    """
+    seen: dict[tuple[str, ...], str] = {}
+    for spec in specs():
+        seen.setdefault(tuple(sorted(spec.implementations.items())), spec.name)
+    return list(seen.values())
 
 
 def param_spec(config: object) -> list[ParamSpec]:
