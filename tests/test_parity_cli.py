@@ -120,3 +120,10 @@ def test_unknown_optimizer_and_zero_steps_are_clear_errors(capsys):
     assert "adamw" in err and "adam-torch" in err
     assert main(["parity", "--tiny", "--steps", "0"]) == 2
     assert "--steps" in capsys.readouterr().err
+
+
+def test_model_takes_a_comma_list_and_names_a_bad_one(capsys):
+    chosen = parity.cases("maml,reptile", tiny=True)
+    assert {c.spec.name for c in chosen} == {"maml", "reptile"}
+    assert main(["parity", "--tiny", "--model", "maml,nosuch"]) == 2
+    assert "nosuch" in capsys.readouterr().err

@@ -23,3 +23,13 @@ def test_model_files_mirror_each_other():
     tf_files = sorted(p.name for p in (root / "metalearn_tf").rglob("*.py"))
     torch_files = sorted(p.name for p in (root / "metalearn_torch").rglob("*.py"))
     assert tf_files == torch_files
+
+
+def test_representatives_cover_every_implementation_once():
+    from metalearn_shared import models
+
+    reps = models.representatives()
+    modules = {tuple(sorted(s.implementations.items())) for s in models.specs()}
+    assert len(reps) == len(set(reps)) == len(modules)
+    assert {tuple(sorted(models.get(n).implementations.items())) for n in reps} == modules
+    assert "maml" in reps and "fomaml" not in reps  # one module, four learners
