@@ -307,11 +307,12 @@ def meta_gradient(path: str, model: Any, episodes: Sequence[FewShotEpisode],
 
 
 # -- the section ---------------------------------------------------------------------------------
-def _cases(quick: bool) -> list[tuple[str, str, str, int]]:
+def _cases(quick: bool, only_models: tuple[str, ...] = ()) -> list[tuple[str, str, str, int]]:
     """``(model, path, norm, E)``; first order also measures the vmap path with the fused
-    BatchNorm (right there), to show what the composite one costs."""
+    BatchNorm (right there), to show what the composite one costs. ``only_models``: those of
+    :data:`MODELS` only (the runner's ``--models``)."""
     out = []
-    for name in MODELS:
+    for name in (m for m in MODELS if not only_models or m in only_models):
         first_order = models.get(name).workloads(quick)[0].config.first_order
         for e in meta_batches(quick):
             out += [(name, "loop", "", e), (name, "vmap", "composite", e)]
@@ -358,7 +359,8 @@ def _fresh_memory(name: str, path: str, norm: str, e: int, threads: int,
 
 
 def run_meta_batch(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: Device,
-                   threads: int, progress: Callable[[str], None] = print) -> dict[str, Any]:
+                   threads: int, progress: Callable[[str], None] = print,
+                   only_models: tuple[str, ...] = ()) -> dict[str, Any]:
     """Measure every :func:`_cases` row; returns ``{"records", "notes"}``."""
     notes = {"paths": "loop = metalearn_torch.distributed.meta_step (per-episode forward + "
                       "(loss/E).backward()); vmap = torch.func.grad inner step, "
@@ -371,7 +373,7 @@ def run_meta_batch(quick: bool, budget: Budget, frameworks: tuple[str, ...], dev
     if "torch" not in frameworks:
         return {"records": [], "notes": {**notes, "skipped": "the vmap path is torch code"}}
     records = []
-    for name, path, norm, e in _cases(quick):
+    for name, path, norm, e in _cases(quick, only_models):
         r = _one(name, path, norm, e, quick, budget, device)
         gc.collect()  # the row's model and graphs go before the next row
         if "error" not in r and not quick and not device.is_cuda:

@@ -56,7 +56,7 @@ def _parse(argv: Sequence[str] | None, prog: str = "python -m benchmarks") -> ar
                    help=f"comma-separated: {','.join(FRAMEWORKS)} (aliases: "
                         f"{', '.join(f'{a}={c}' for a, c in sorted(FRAMEWORK_ALIASES.items()))})")
     p.add_argument("--models", default="",
-                   help="comma-separated registry names (steps section): "
+                   help="comma-separated registry names (steps and meta-batch sections): "
                         + ",".join(models.names()))
     p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     p.add_argument("--out", default="results", help="folder for the JSON, Markdown and PNGs")
@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
 
             say("meta-batch")
             results["meta-batch"] = run_meta_batch(quick, budget, frameworks, device, threads,
-                                                   progress=say)
+                                                   progress=say, only_models=args.model_list)
         if "seed" in args.sections:
             from benchmarks.seed_loop import run_seed
 
