@@ -285,6 +285,7 @@ def markdown(results: dict[str, Any]) -> str:
                     _table(["op", "ms/step", "share", "calls/step"],
                            [[p["op"], p["self_cpu_ms_per_step"], f"{p['share']:.0%}",
                              p["calls_per_step"]] for p in prof]), ""]
+    out += _meta_batch_markdown(results.get("meta-batch") or {})
     out += _scaling_markdown(results.get("scaling") or {})
     if results.get("targets"):
         out += ["## Targets (issue 6)", "",
@@ -293,6 +294,33 @@ def markdown(results: dict[str, Any]) -> str:
                          {True: "pass", False: "MISS", None: "not measured"}[t["pass"]],
                          t["why"]] for t in results["targets"]]), ""]
     return "\n".join(out)
+
+
+def _meta_batch_markdown(section: dict[str, Any]) -> list[str]:
+    """The meta-batch section: one row per model × E × path (loop, vmap), errors included."""
+    recs = section.get("records") or []
+    if not recs:
+        return [section["notes"]["skipped"], ""] if section.get("notes", {}).get("skipped") else []
+    notes = section.get("notes", {})
+    out = ["## MAML meta-step on a meta-batch: the library's loop vs torch.func vmap (torch)", "",
+           f"Paths: {notes.get('paths')}. vmap BatchNorm: {notes.get('vmap_batchnorm')}. "
+           f"Memory: {notes.get('memory')}. × loop = loop time ÷ this row's time (same model "
+           "and E).", ""]
+    rows = []
+    for r in recs:
+        path = r["path"] + (f" ({r['norm']} BN)" if r.get("norm") else "")
+        order = "1st" if r.get("first_order") else "2nd"
+        if "error" in r:
+            rows.append([r["model"], order, r["meta_batch"], path, "error: " + r["error"][:90]]
+                        + [None] * 5)
+            continue
+        vs = r.get("vs_loop")
+        rows.append([r["model"], order, r["meta_batch"], path, r["median_s"] * 1e3,
+                     r["ms_per_episode"], r["per_s"], None if vs is None else f"{vs:.2f}×",
+                     r["cpu_s"] * 1e3, r.get("peak_mib")])
+    out += [_table(["model", "order", "E", "path", "ms/step", "ms/episode", "episodes/s",
+                    "× loop", "CPU ms/step", "peak MiB"], rows), ""]
+    return out
 
 
 def _scaling_markdown(scaling: dict[str, Any]) -> list[str]:

@@ -6,6 +6,9 @@ Sections (``--only``, comma-separated; all by default, run in this order):
 * ``sampling`` — our samplers vs a per-item DataLoader and easyfsl (:mod:`benchmarks.sampling`);
 * ``steps`` — training and inference of every registered model, every mode
   (:mod:`benchmarks.steps`);
+* ``meta-batch`` — one MAML meta-step on ``E`` = 1, 4, 8 tasks, torch: the library's
+  per-episode loop vs ``torch.func`` (``grad`` inner step, ``vmap`` over the tasks)
+  (:mod:`benchmarks.meta_batch`);
 * ``seed`` — the seed document's loop vs our pipeline, and the torch gap ladder
   (:mod:`benchmarks.seed_loop`);
 * ``scaling`` — training throughput of the meta-batch-splitting families' models on 1 and
@@ -40,7 +43,7 @@ from metalearn_shared.registry import FRAMEWORK_ALIASES, FRAMEWORKS, canonical_f
 
 __all__ = ["main", "SECTIONS"]
 
-SECTIONS = ("gemm", "sampling", "steps", "seed", "scaling")
+SECTIONS = ("gemm", "sampling", "steps", "meta-batch", "seed", "scaling")
 
 
 def _parse(argv: Sequence[str] | None, prog: str = "python -m benchmarks") -> argparse.Namespace:
@@ -53,7 +56,7 @@ def _parse(argv: Sequence[str] | None, prog: str = "python -m benchmarks") -> ar
                    help=f"comma-separated: {','.join(FRAMEWORKS)} (aliases: "
                         f"{', '.join(f'{a}={c}' for a, c in sorted(FRAMEWORK_ALIASES.items()))})")
     p.add_argument("--models", default="",
-                   help="comma-separated registry names (steps section): "
+                   help="comma-separated registry names (steps and meta-batch sections): "
                         + ",".join(models.names()))
     p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     p.add_argument("--out", default="results", help="folder for the JSON, Markdown and PNGs")
@@ -163,6 +166,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
             say("steps")
             results["steps"] = run_steps(quick, budget, frameworks, device, compile_backend,
                                          progress=say, only_models=args.model_list)
+        if "meta-batch" in args.sections:
+            from benchmarks.meta_batch import run_meta_batch
+
+            say("meta-batch")
+            results["meta-batch"] = run_meta_batch(quick, budget, frameworks, device, threads,
+                                                   progress=say, only_models=args.model_list)
         if "seed" in args.sections:
             from benchmarks.seed_loop import run_seed
 
