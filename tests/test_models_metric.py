@@ -497,13 +497,18 @@ def test_torch_task_contract(glyphs):
     torch = pytest.importorskip("torch")
     from metalearn_torch.models import build_model
 
-    for config, batch in [
-        (SiameseConfig(BackboneConfig("conv4"), head="cosine"), PairSampler(glyphs, 6, 0).episode(0)),
-        (ProtoNetConfig(BackboneConfig("conv4")), FewShotSampler(glyphs, 3, 1, 2, 0).episode(0)),
+    # ProtoNet's inputs end with the episode's ways as an int (no host sync in forward).
+    for config, batch, ints in [
+        (SiameseConfig(BackboneConfig("conv4"), head="cosine"), PairSampler(glyphs, 6, 0).episode(0), ()),
+        (ProtoNetConfig(BackboneConfig("conv4")), FewShotSampler(glyphs, 3, 1, 2, 0).episode(0), (3,)),
     ]:
         model = build_model(config, seed=0)
         inputs, target = model.inputs_and_target(batch)
-        assert all(isinstance(t, torch.Tensor) for t in (*inputs, target))
+        tensors = inputs[:len(inputs) - len(ints)]
+        assert all(isinstance(t, torch.Tensor) for t in (*tensors, target))
+        assert inputs[len(tensors):] == ints and all(type(i) is int for i in ints)
+        with torch.no_grad():  # ways given or inferred (max label + 1): the same logits
+            assert torch.equal(model.eval()(*inputs), model(*tensors))
         model.train()
         loss = model.compute_loss_on(batch)
         loss.backward()

@@ -7,20 +7,27 @@ in one batch (support first); prototypes are mean support embeddings; logits are
 
 Task contract (for a generic trainer; every metalearn torch model has it)::
 
-    inputs, target = model.inputs_and_target(episode)  # FewShotEpisode -> ((sx, sy, qx), qy)
+    inputs, target = model.inputs_and_target(episode)  # FewShotEpisode -> ((sx, sy, qx, N), qy)
     logits = model(*inputs)                             # (Q, N)
     loss = model.make_loss()(logits, target)            # scalar mean; == model.compute_loss_on(episode)
     labels = model.predict_episode(support_x, support_y, query_x)  # (Q,) int64, eval mode
+
+``inputs`` end with the episode's ways ``N`` as a Python int, read from the numpy labels
+before they go to the device: ``forward`` then needs no host sync, and under
+``torch.compile`` the whole step is one graph (``int(support_y.max())`` on a tensor would
+break it; ``tests/test_compile.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metalearn_shared.episodes import FewShotEpisode
 from metalearn_shared.models import protonet as spec
 from metalearn_shared.models.protonet import ProtoNetConfig
 from metalearn_torch import losses
@@ -59,7 +66,8 @@ class PrototypicalNetwork(TaskMixin, nn.Module):
             support_x: ``(S, H, W)`` or ``(S, 1, H, W)`` images, ``S = N*K``.
             support_y: ``(S,)`` integer labels ``0 .. N-1``, each present at least once.
             query_x: ``(Q, H, W)`` or ``(Q, 1, H, W)`` images.
-            ways: ``N``; ``max(support_y) + 1`` when None (one host sync).
+            ways: ``N``; ``max(support_y) + 1`` when None (one host sync, and a graph
+                break under ``torch.compile``; :meth:`inputs_and_target` passes it).
 
         Returns:
             ``(Q, N)`` logits ``-||q - c_n||^2``.
@@ -76,6 +84,14 @@ class PrototypicalNetwork(TaskMixin, nn.Module):
         onehot = F.one_hot(support_y.long(), ways).to(e.dtype)  # (S, N)
         protos = onehot.T @ e[:n_s] / onehot.sum(0)[:, None]  # (N, D)
         return -losses.squared_euclidean(e[n_s:, None, :], protos[None, :, :])  # (Q, N)
+
+    def inputs_and_target(self, episode: FewShotEpisode
+                          ) -> tuple[tuple[Tensor, Tensor, Tensor, int], Tensor]:
+        """One episode → ``((support_x, support_y, query_x, ways), query_y)``: tensors on the
+        model's device, and ``ways = max(support_y) + 1`` as an int, taken from the numpy
+        labels (what ``forward`` would compute with ``ways=None``, without the host sync)."""
+        (sx, sy, qx), qy = super().inputs_and_target(episode)
+        return (sx, sy, qx, int(np.max(episode.support_y)) + 1), qy
 
     def one_shot_scores(self, train_x: Tensor, test_x: Tensor) -> Tensor:
         """``(Q, K)`` logits of each test image for each training image as its own class
