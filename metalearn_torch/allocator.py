@@ -140,7 +140,7 @@ def tune_malloc(mode: str | None = None) -> dict[str, Any]:
             raise OSError(f"mallopt refused {failed} for malloc mode {wanted!r}; set "
                           f"{ENV_VAR}=default to keep glibc's defaults.")
         _applied = _record(wanted, dict(MODES[wanted]),
-                           "freed blocks stay in the heap for reuse (no page faults per step)")
+                           "freed blocks stay in the heap for reuse: no page faults per step")
     return dict(_applied)
 
 
