@@ -228,6 +228,9 @@ def markdown(results: dict[str, Any]) -> str:
            f"{env.get('keras', {}).get('tensorflow', '–')}); quick={meta['quick']}.", ""]
     if meta.get("numerics"):
         out += [f"Numerics: {meta['numerics']}", ""]
+    if meta.get("malloc"):
+        m = meta["malloc"]
+        out += [f"glibc malloc: {m['mode']} {m['applied'] or ''} ({m['reason']}).", ""]
     if results.get("gemm"):
         out += ["## fp32 GEMM (the machine's limit)", "",
                 _table(["framework", "n", "GFLOP/s", "ms", "CPU ms"],
@@ -274,11 +277,15 @@ def markdown(results: dict[str, Any]) -> str:
                          and not p.get("data_only") else None,
                          p["cpu_s"] * 1e3 if "cpu_s" in p else None, p.get("minor_faults")]
                         for p in seed["pipelines"]]), "",
-                "Gap ladder — torch training step alone, seed backbone, one knob at a time:", "",
-                _table(["rung", "pairs/s", "ms/step", "CPU ms/step", "faults/step"],
-                       [[r["variant"], r.get("per_s"),
+                "Gap ladder — torch training step alone, seed backbone, one knob at a time "
+                "(malloc: the glibc setting the rung ran under; the rows above ran under "
+                f"{(seed.get('malloc') or {}).get('mode', '–')}):", "",
+                _table(["rung", "malloc", "pairs/s", "ms/step", "CPU ms/step", "faults/step",
+                        "max RSS MiB"],
+                       [[r["variant"], r.get("malloc"), r.get("per_s"),
                          r["median_s"] * 1e3 if "median_s" in r else r.get("error"),
-                         r["cpu_s"] * 1e3 if "cpu_s" in r else None, r.get("minor_faults")]
+                         r["cpu_s"] * 1e3 if "cpu_s" in r else None, r.get("minor_faults"),
+                         r.get("max_rss_mib")]
                         for r in seed.get("ladder", [])]), ""]
         for name, prof in (seed.get("profiles") or {}).items():
             out += [f"Profile, {name} (self CPU per step):", "",

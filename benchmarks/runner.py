@@ -23,6 +23,13 @@ also printed), and PNG charts ``<timestamp>-<workload>.png`` and ``<timestamp>-t
 ``--quick`` shrinks every size and repeat so that the suite runs in about a minute
 (the tests run it); its figures only show that every path works. On ``--device cuda`` the
 same suite runs on the GPU, float32 with TF32 off unless ``--tf32``; both are recorded.
+
+When torch is measured, the process starts with the library's glibc malloc setting, as
+``metalearn train --framework torch`` does (:func:`metalearn_torch.allocator.tune_malloc`;
+it is process-wide, so the Keras rows of the same run share it). ``--malloc default``
+measures glibc's defaults instead; the choice is recorded (``meta.malloc``) and passed to
+the sections' subprocesses through ``METALEARN_MALLOC``. The seed section's gap ladder also
+measures each setting in a fresh process.
 """
 
 from __future__ import annotations
@@ -68,6 +75,9 @@ def _parse(argv: Sequence[str] | None, prog: str = "python -m benchmarks") -> ar
     p.add_argument("--compile-backend", default=None,
                    help="torch.compile backend (default inductor; quick: eager — tracing only)")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convs on the GPU")
+    p.add_argument("--malloc", default=None, choices=("heap", "threshold", "default"),
+                   help="glibc malloc setting when torch is measured (metalearn_torch.allocator;"
+                        " default: $METALEARN_MALLOC, else the library's default, heap)")
     args = p.parse_args(argv)
     args.sections = tuple(s for s in args.only.split(",") if s)
     bad = [s for s in args.sections if s not in SECTIONS]
@@ -104,6 +114,18 @@ def _numerics(device: Device, frameworks: tuple[str, ...], tf32: bool) -> str:
             "no torch.autocast).")
 
 
+def _malloc(mode: str | None, frameworks: tuple[str, ...]) -> dict[str, Any]:
+    """Apply the torch library's malloc setting at start, as its command line does; say what
+    this process runs with. ``mode`` given: also the setting of the sections' subprocesses."""
+    if "torch" not in frameworks:
+        return {"mode": "default", "applied": {}, "reason": "torch not measured: not tuned"}
+    from metalearn_torch.allocator import ENV_VAR, tune_malloc
+
+    if mode is not None:
+        os.environ[ENV_VAR] = mode
+    return tune_malloc(mode)
+
+
 def _stamp(out: Path) -> Path:
     """``out/<UTC timestamp>``, unique within ``out``."""
     base = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -123,6 +145,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
         return 0
     frameworks = args.framework_list
     quick = args.quick
+    malloc = _malloc(args.malloc, frameworks)
     repeats = args.repeats or (2 if quick else 5)
     budget = Budget(warmup=1, repeats=repeats, min_repeats=min(2, repeats), seconds=0.3) if quick \
         else Budget(warmup=2, repeats=repeats, min_repeats=min(3, repeats), seconds=5.0)
@@ -142,6 +165,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
     results: dict[str, Any] = {"meta": {
         "command": command.strip(), "quick": quick, "device": why, "numerics": numerics,
         "threads": applied, "budget": vars(budget), "compile_backend": compile_backend,
+        "malloc": malloc,
         "sections": args.sections, "frameworks": frameworks,
         "environment": environment(frameworks, device)}}
     started = time.perf_counter()

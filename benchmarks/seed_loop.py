@@ -17,9 +17,14 @@ Both sides train on the **same pairs**: batch ``i`` of the seed loop holds exact
 of ``PairSampler(...).episode(i)``. One timed call = one batch, data loading included.
 
 The ladder times the training step alone (seed backbone, cosine head, 128 pairs) while
-switching on one knob at a time — fused Adam, channels-last, ``torch.compile``, a glibc
-malloc configuration (in a subprocess: it must be set before the process starts) — and
-records CPU time and page faults per step next to the wall time.
+switching on one knob at a time — fused Adam, channels-last, ``torch.compile``, the glibc
+malloc setting — and records CPU time and page faults per step next to the wall time.
+The in-process rungs run with this process's malloc setting (the runner applies the
+library's, :func:`metalearn_torch.allocator.tune_malloc`: ``mallopt`` at start); a malloc
+setting cannot be undone in a running process, so the others run in fresh processes
+(:func:`probe_main`): glibc's defaults (untuned), each ``mallopt`` mode, and
+:data:`MALLOC_TUNABLES` through ``GLIBC_TUNABLES`` (which must be set before a process starts).
+Each row says which it ran under (``malloc``).
 """
 
 from __future__ import annotations
@@ -40,7 +45,11 @@ from metalearn_shared.episodes import PairSampler
 from metalearn_shared.registry import ModelSpec
 
 __all__ = ["SeedSiameseNetwork", "seed_pair_loader", "seed_spec", "torch_train_step", "run_seed",
-           "MALLOC_TUNABLES"]
+           "MALLOC_TUNABLES", "PROBE_MALLOC", "probe_main"]
+
+#: The malloc settings a fresh-process rung can run under: the library's ``mallopt`` modes
+#: (:data:`metalearn_torch.allocator.MODES`, "default" = glibc's own) and these tunables.
+PROBE_MALLOC = ("default", "heap", "threshold", "tunables")
 
 #: glibc malloc settings that keep freed activations in the heap for reuse instead of
 #: returning them to the kernel (``mmap_threshold`` at its 32 MiB maximum, trimming off),
@@ -226,11 +235,16 @@ def _keras_pipeline_call(config: Any, sampler: PairSampler, device: Device,
 
 
 # -- the malloc probe ---------------------------------------------------------------------
-def _probe_subprocess(variant: str, quick: bool, threads: int, timeout: float = 300
-                      ) -> dict[str, Any]:
-    """Run :func:`probe_main` in a fresh interpreter with the glibc malloc tunables."""
-    env = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
-    cmd = [sys.executable, "-m", "benchmarks.seed_loop", "--variant", variant,
+def _probe_subprocess(variant: str, malloc: str, quick: bool, threads: int,
+                      timeout: float = 300) -> dict[str, Any]:
+    """Run :func:`probe_main` in a fresh interpreter under malloc setting ``malloc``
+    (one of :data:`PROBE_MALLOC`)."""
+    from metalearn_torch.allocator import ENV_VAR
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", ENV_VAR)}
+    if malloc == "tunables":
+        env["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+    cmd = [sys.executable, "-m", "benchmarks.seed_loop", "--variant", variant, "--malloc", malloc,
            "--threads", str(threads)] + (["--quick"] if quick else [])
     try:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
@@ -241,21 +255,38 @@ def _probe_subprocess(variant: str, quick: bool, threads: int, timeout: float = 
         return {"error": f"{type(exc).__name__}: {exc}"[:300], "stderr_tail": err[-800:]}
 
 
+_MALLOC_NAMES = {"default": "glibc defaults (untuned)", "heap": "mallopt heap (library default)",
+                 "threshold": "mallopt threshold 32 MiB",
+                 "tunables": "GLIBC_TUNABLES (+hugetlb)"}
+
+
 def _budget_for(quick: bool) -> Budget:
     return Budget(1, 2, 2, 0.3) if quick else Budget(2, 5, 3, 8.0)
 
 
 def probe_main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.seed_loop --variant default|tuned``: one ladder rung, as JSON."""
-    import argparse
+    """``python -m benchmarks.seed_loop --variant default|tuned --malloc MODE``: one ladder
+    rung in this (fresh) process, as one JSON line.
 
-    import torch
+    ``--malloc``: a :mod:`metalearn_torch.allocator` mode applied first (``default``: glibc's
+    own), or ``tunables``: whatever ``GLIBC_TUNABLES`` holds (the caller sets it before the
+    process starts; :data:`MALLOC_TUNABLES` in the ladder).
+    """
+    import argparse
+    import resource
+
+    from metalearn_torch.allocator import malloc_setting, tune_malloc
 
     parser = argparse.ArgumentParser(description="one rung of the seed-network gap ladder")
     parser.add_argument("--variant", choices=("default", "tuned"), default="default")
+    parser.add_argument("--malloc", choices=PROBE_MALLOC, default="default")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
+    if args.malloc != "tunables":
+        tune_malloc(args.malloc)  # before torch allocates anything
+    import torch
+
     if args.threads:
         torch.set_num_threads(args.threads)
     config, _, sampler = _ladder_setup(args.quick)
@@ -263,8 +294,13 @@ def probe_main(argv: list[str] | None = None) -> int:
     call = torch_train_step(config, sampler, Device("cpu"), channels_last=tuned,
                             fused_adam=tuned, sample=False)
     t = measure(call, _budget_for(args.quick))
+    setting = malloc_setting()
     print(json.dumps({"variant": args.variant, "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),
-                      "threads": torch.get_num_threads(), **t.to_dict()}))
+                      "malloc": "tunables" if args.malloc == "tunables" else setting["mode"],
+                      "malloc_applied": setting["applied"], "threads": torch.get_num_threads(),
+                      # peak resident size of the whole process: what keeping freed memory costs
+                      "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      **t.to_dict()}))
     return 0
 
 
@@ -290,6 +326,8 @@ def run_seed(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: D
     if "torch" not in frameworks:
         return {"pipelines": [], "ladder": [], "note": "skipped: the seed loop is torch code"}
     import torch
+
+    from metalearn_torch.allocator import malloc_setting
 
     config, images, sampler = _ladder_setup(quick)
     pairs = sampler.batch_size
@@ -348,18 +386,24 @@ def run_seed(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: D
     if threads > 1 and not device.is_cuda:  # what do the OpenMP threads buy (or cost)?
         rungs += [(f"{name} — 1 thread instead of {threads}", knobs, 1)
                   for name, knobs, _ in (rungs[0], rungs[-1])]
+    here = malloc_setting()["mode"]  # this process's: the runner applies the library's
     for name, knobs, n in rungs:
         torch.set_num_threads(n)
         try:
             ladder.append(timed(name, lambda k=knobs: torch_train_step(
-                config, sampler, device, sample=False, **k), "torch", **knobs, threads=n))
+                config, sampler, device, sample=False, **k), "torch", **knobs, threads=n,
+                malloc=here, process="this"))
         finally:
             torch.set_num_threads(threads)
     profiles = {}
     if not device.is_cuda and not quick:  # quick: a subprocess costs a torch import, seconds
-        for variant, name in (("default", rungs[0][0]), ("tuned", rungs[3][0])):
-            row = _probe_subprocess(variant, quick, threads)
-            row["variant"] = f"{name} + glibc malloc tunables (subprocess)"
+        fresh = [("default", m) for m in PROBE_MALLOC] + [("tuned", "default"),
+                                                          ("tuned", "tunables")]
+        for variant, malloc in fresh:
+            row = _probe_subprocess(variant, malloc, quick, threads)
+            name = rungs[0][0] if variant == "default" else rungs[3][0]
+            row["variant"] = f"{name}, fresh process, malloc {_MALLOC_NAMES[malloc]}"
+            row.update(process="fresh", malloc=malloc)
             if "median_s" in row:
                 row["per_s"] = pairs / row["median_s"]
             ladder.append(row)
@@ -373,7 +417,7 @@ def run_seed(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: D
                              fused_adam=True), steps=1 if quick else 2)
     return {"pipelines": pipelines, "ladder": ladder, "profiles": profiles,
             "pairs_per_batch": pairs, "batches_in_loader": batches,
-            "malloc_tunables": MALLOC_TUNABLES}
+            "malloc_tunables": MALLOC_TUNABLES, "malloc": malloc_setting()}
 
 
 if __name__ == "__main__":

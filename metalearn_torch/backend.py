@@ -57,11 +57,20 @@ def model_fns(model: Any) -> Any:
     return fns(model)
 
 
+def _start() -> None:
+    """What every torch command does first: the glibc malloc setting
+    (:func:`metalearn_torch.allocator.tune_malloc`; ``METALEARN_MALLOC=default`` opts out)."""
+    from metalearn_torch.allocator import tune_malloc
+
+    tune_malloc()
+
+
 def main_train(args: Any) -> int:
     """One process (:mod:`metalearn_torch.train`), or distributed (:mod:`metalearn_torch.distributed`)
     when the arguments or the environment ask for it."""
     from metalearn_torch import distributed, train
 
+    _start()
     if distributed.requested(args):
         return distributed.main_train(args)
     return train.main_train(args)
@@ -70,12 +79,14 @@ def main_train(args: Any) -> int:
 def main_eval(args: Any) -> int:
     from metalearn_torch.evaluate import main_eval as run
 
+    _start()
     return run(args)
 
 
 def main_predict(args: Any) -> int:
     from metalearn_torch.predict import main_predict as run
 
+    _start()
     return run(args)
 
 

@@ -46,6 +46,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from metalearn_shared import distributed as D
 from metalearn_shared import training as T
+from metalearn_torch.allocator import malloc_setting
 from metalearn_torch.models import objective
 
 __all__ = ["DistContext", "MODES", "init_from_env", "shutdown", "requested", "wrap",
@@ -219,7 +220,8 @@ def train_distributed(model: nn.Module, setup: T.TrainSetup, meta_batch: int | N
     if ctx.is_main:
         files.root.mkdir(parents=True, exist_ok=True)
         T.write_json(files.config, {**setup.describe(), "framework": "torch", "meta_batch": e,
-                                    "world": ctx.world, "distributed_mode": mode})
+                                    "world": ctx.world, "distributed_mode": mode,
+                                    "malloc": malloc_setting()})
         log = T.CSVLog(files.log, "torch", resume_step=start if resume else None)
     sampler = T.train_sampler(setup)
     model.train()

@@ -20,6 +20,7 @@ from torch import nn
 from metalearn_shared import training as T
 from metalearn_shared.config import TrainConfig
 from metalearn_torch import optimizers
+from metalearn_torch.allocator import malloc_setting
 from metalearn_torch.checkpoint import save_checkpoint, set_canonical
 from metalearn_torch.models import build_model, objective
 from metalearn_torch.optimizers import OPTIMIZER_SETTINGS
@@ -88,7 +89,8 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
     if resume:
         set_canonical(model, files.resume_weights())
         start, window = _load_train_state(opt, files.train_state)
-    T.write_json(files.config, {**setup.describe(), "framework": "torch"})
+    T.write_json(files.config, {**setup.describe(), "framework": "torch",
+                                "malloc": malloc_setting()})
     bar_on = T.interactive() if progress is None else progress
     log = T.CSVLog(files.log, "torch", resume_step=start if resume else None,
                    echo=not bar_on, total_steps=cfg.steps)

@@ -8,6 +8,10 @@ would have been silently skipped fails instead. ``xfail`` is left alone.
 
 ``CI`` set (to anything): hypothesis runs derandomised (the same examples every run, so a
 CI failure reproduces) and without deadlines (a shared 2-core runner is slow at times).
+
+``METALEARN_MALLOC=default`` unless set: the many in-process ``metalearn train --framework
+torch`` calls keep pytest's allocator as glibc has it (``tests/test_allocator.py`` tests the
+setting itself, with the variable unset in its own processes).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import pytest
 
 REQUIRE_ALL = "METALEARN_REQUIRE_ALL"
+os.environ.setdefault("METALEARN_MALLOC", "default")  # see the docstring
 
 try:
     from hypothesis import HealthCheck, settings
