@@ -64,14 +64,15 @@ from typing import Any
 
 from benchmarks.bench_sampling import make_dataset
 from benchmarks.common import Budget, Device, measure, memory_probe
-from metalearn_shared import models
+from metalearn_shared import models, registry
 from metalearn_shared.episodes import FewShotEpisode, FewShotSampler
 
 __all__ = ["MODELS", "META_BATCHES", "PATHS", "NORMS", "batch_stat_norm", "VmapMetaStep",
            "setup", "make_step", "meta_gradient", "run_meta_batch", "memory_main"]
 
-#: Registry names measured: second-order MAML (1 inner step) and first-order MAML.
-MODELS = ("maml", "fomaml")
+#: Models measured: those whose spec carries the inner-loop tag (the MAML family: second
+#: order, first order, Meta-SGD, ANIL; 1 inner step), in registration order.
+MODELS = tuple(s.name for s in models.specs() if registry.INNER_LOOP in s.tags)
 #: Tasks per meta-step, full mode (quick: 1 and 2).
 META_BATCHES = (1, 4, 8)
 PATHS = ("loop", "vmap")
@@ -222,16 +223,9 @@ class VmapMetaStep:
         return self.loss_fn(logits, qy), logits
 
     def _weights(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The model's net parameters by name, and each adapted one's inner rate."""
-        m = self.model
-        theta = {n: p for n, p in m.named_parameters() if not n.startswith("inner_lr.")}
-        if m.config.learned_lr:
-            from metalearn_shared.models.maml import inner_lr_name
-
-            rates = {n: m.inner_lr[inner_lr_name(n).removeprefix("inner_lr.")] for n in m.adapted}
-        else:
-            rates = dict.fromkeys(m.adapted, m.config.inner_lr)
-        return theta, rates
+        """The model's net parameters by name, and each adapted one's inner rate (the
+        model's own ``inner_weights``)."""
+        return self.model.inner_weights()
 
     def stack(self, episodes: Sequence[FewShotEpisode]) -> tuple[Any, ...]:
         """Episodes → ``(sx (E, S, 1, H, W), sy (E, S), qx (E, Q, 1, H, W), qy (E, Q))``,

@@ -25,7 +25,7 @@ also printed), and PNG charts ``<timestamp>-<workload>.png`` and ``<timestamp>-t
 same suite runs on the GPU, float32 with TF32 off unless ``--tf32``; both are recorded.
 
 When torch is measured, the process starts with the library's glibc malloc setting, as
-``metalearn train --framework torch`` does (:func:`metalearn_torch.allocator.tune_malloc`;
+``metalearn train --framework torch`` does (:func:`metalearn_shared.allocator.tune_malloc`;
 it is process-wide, so the Keras rows of the same run share it). ``--malloc default``
 measures glibc's defaults instead; the choice is recorded (``meta.malloc``) and passed to
 the sections' subprocesses through ``METALEARN_MALLOC``. The seed section's gap ladder also
@@ -76,7 +76,7 @@ def _parse(argv: Sequence[str] | None, prog: str = "python -m benchmarks") -> ar
                    help="torch.compile backend (default inductor; quick: eager — tracing only)")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convs on the GPU")
     p.add_argument("--malloc", default=None, choices=("heap", "threshold", "default"),
-                   help="glibc malloc setting when torch is measured (metalearn_torch.allocator;"
+                   help="glibc malloc setting when torch is measured (metalearn_shared.allocator;"
                         " default: $METALEARN_MALLOC, else the library's default, heap)")
     args = p.parse_args(argv)
     args.sections = tuple(s for s in args.only.split(",") if s)
@@ -119,7 +119,7 @@ def _malloc(mode: str | None, frameworks: tuple[str, ...]) -> dict[str, Any]:
     this process runs with. ``mode`` given: also the setting of the sections' subprocesses."""
     if "torch" not in frameworks:
         return {"mode": "default", "applied": {}, "reason": "torch not measured: not tuned"}
-    from metalearn_torch.allocator import ENV_VAR, tune_malloc
+    from metalearn_shared.allocator import ENV_VAR, tune_malloc
 
     if mode is not None:
         os.environ[ENV_VAR] = mode

@@ -20,7 +20,7 @@ The ladder times the training step alone (seed backbone, cosine head, 128 pairs)
 switching on one knob at a time — fused Adam, channels-last, ``torch.compile``, the glibc
 malloc setting — and records CPU time and page faults per step next to the wall time.
 The in-process rungs run with this process's malloc setting (the runner applies the
-library's, :func:`metalearn_torch.allocator.tune_malloc`: ``mallopt`` at start); a malloc
+library's, :func:`metalearn_shared.allocator.tune_malloc`: ``mallopt`` at start); a malloc
 setting cannot be undone in a running process, so the others run in fresh processes
 (:func:`probe_main`): glibc's defaults (untuned), each ``mallopt`` mode, and
 :data:`MALLOC_TUNABLES` through ``GLIBC_TUNABLES`` (which must be set before a process starts).
@@ -48,7 +48,7 @@ __all__ = ["SeedSiameseNetwork", "seed_pair_loader", "seed_spec", "torch_train_s
            "MALLOC_TUNABLES", "PROBE_MALLOC", "probe_main"]
 
 #: The malloc settings a fresh-process rung can run under: the library's ``mallopt`` modes
-#: (:data:`metalearn_torch.allocator.MODES`, "default" = glibc's own) and these tunables.
+#: (:data:`metalearn_shared.allocator.MODES`, "default" = glibc's own) and these tunables.
 PROBE_MALLOC = ("default", "heap", "threshold", "tunables")
 
 #: glibc malloc settings that keep freed activations in the heap for reuse instead of
@@ -239,7 +239,7 @@ def _probe_subprocess(variant: str, malloc: str, quick: bool, threads: int,
                       timeout: float = 300) -> dict[str, Any]:
     """Run :func:`probe_main` in a fresh interpreter under malloc setting ``malloc``
     (one of :data:`PROBE_MALLOC`)."""
-    from metalearn_torch.allocator import ENV_VAR
+    from metalearn_shared.allocator import ENV_VAR
 
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", ENV_VAR)}
     if malloc == "tunables":
@@ -268,14 +268,14 @@ def probe_main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.seed_loop --variant default|tuned --malloc MODE``: one ladder
     rung in this (fresh) process, as one JSON line.
 
-    ``--malloc``: a :mod:`metalearn_torch.allocator` mode applied first (``default``: glibc's
+    ``--malloc``: a :mod:`metalearn_shared.allocator` mode applied first (``default``: glibc's
     own), or ``tunables``: whatever ``GLIBC_TUNABLES`` holds (the caller sets it before the
     process starts; :data:`MALLOC_TUNABLES` in the ladder).
     """
     import argparse
     import resource
 
-    from metalearn_torch.allocator import malloc_setting, tune_malloc
+    from metalearn_shared.allocator import malloc_setting, tune_malloc
 
     parser = argparse.ArgumentParser(description="one rung of the seed-network gap ladder")
     parser.add_argument("--variant", choices=("default", "tuned"), default="default")
@@ -327,7 +327,7 @@ def run_seed(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: D
         return {"pipelines": [], "ladder": [], "note": "skipped: the seed loop is torch code"}
     import torch
 
-    from metalearn_torch.allocator import malloc_setting
+    from metalearn_shared.allocator import malloc_setting
 
     config, images, sampler = _ladder_setup(quick)
     pairs = sampler.batch_size

@@ -73,6 +73,11 @@ def canonical_framework(name: str) -> str:
     return name
 
 
+#: Tag: the model's forward pass is a differentiable inner loop over the net's own
+#: parameters (torch: ``inner_weights()`` and the ``functional_call``-able submodules
+#: ``embedding`` and ``head``), so a meta-batch of its tasks can be vectorised (``torch.func``).
+INNER_LOOP = "inner-loop"
+
 @dataclass(frozen=True)
 class Option:
     """A command-line option a model adds to ``metalearn train``/``eval`` (``--head``).
@@ -215,6 +220,8 @@ class ModelSpec:
             model is the seed's (the naive-loop benchmark compares against it).
         implementations: framework → module with ``build(config, seed)``; by default
             ``metalearn_torch.models.<name>`` and ``metalearn_tf.models.<name>``.
+        tags: capabilities other layers select models by (never by name), e.g.
+            :data:`INNER_LOOP`.
     """
 
     name: str
@@ -238,6 +245,7 @@ class ModelSpec:
     predicts: bool = False
     seed_document: Any = None
     implementations: Mapping[str, str] = field(default_factory=dict)
+    tags: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -59,8 +59,8 @@ def model_fns(model: Any) -> Any:
 
 def _start() -> None:
     """What every torch command does first: the glibc malloc setting
-    (:func:`metalearn_torch.allocator.tune_malloc`; ``METALEARN_MALLOC=default`` opts out)."""
-    from metalearn_torch.allocator import tune_malloc
+    (:func:`metalearn_shared.allocator.tune_malloc`; ``METALEARN_MALLOC=default`` opts out)."""
+    from metalearn_shared.allocator import tune_malloc
 
     tune_malloc()
 

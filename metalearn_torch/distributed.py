@@ -46,7 +46,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from metalearn_shared import distributed as D
 from metalearn_shared import training as T
-from metalearn_torch.allocator import malloc_setting
+from metalearn_shared.allocator import malloc_setting
 from metalearn_torch.models import objective
 
 __all__ = ["DistContext", "MODES", "init_from_env", "shutdown", "requested", "wrap",

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from metalearn_shared import training as T
+from metalearn_shared.allocator import malloc_setting
 from metalearn_shared.config import TrainConfig
 from metalearn_torch import optimizers
-from metalearn_torch.allocator import malloc_setting
 from metalearn_torch.checkpoint import save_checkpoint, set_canonical
 from metalearn_torch.models import build_model, objective
 from metalearn_torch.optimizers import OPTIMIZER_SETTINGS

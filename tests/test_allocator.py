@@ -1,4 +1,4 @@
-"""The glibc malloc setting of torch processes (:mod:`metalearn_torch.allocator`).
+"""The glibc malloc setting of torch processes (:mod:`metalearn_shared.allocator`).
 
 * In a fresh interpreter (the setting is process-wide): ``tune_malloc()`` returns what it
   applied, a second call returns the same, and glibc then serves large blocks from the heap
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from metalearn_torch import allocator
+from metalearn_shared import allocator
 
 ROOT = Path(__file__).resolve().parents[1]
 GLIBC = allocator._glibc_version() is not None
@@ -138,7 +138,7 @@ def test_cli_train_applies_and_records_it(recorded, tmp_path):
 
 def test_importing_the_package_tunes_nothing():
     done = subprocess.run([sys.executable, "-c", "import metalearn_torch;"
-                           "from metalearn_torch.allocator import malloc_setting;"
+                           "from metalearn_shared.allocator import malloc_setting;"
                            "print(malloc_setting()['reason'])"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.stdout.strip() == "tune_malloc() not called in this process", done.stderr

@@ -451,6 +451,7 @@ def _register(cls: type, summary: str) -> registry.ModelSpec:
         reference_loss=lambda target, logits: float(losses.softmax_cross_entropy(target, logits).mean()),
         predicts=True,
         implementations={"torch": "metalearn_torch.models.maml", "keras": "metalearn_tf.models.maml"},
+        tags=frozenset({registry.INNER_LOOP}),
     ))
 
 

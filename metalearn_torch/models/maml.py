@@ -148,7 +148,7 @@ class MAML(TaskMixin, nn.Module):
                 for n in self.adapted])
 
     # -- the inner loop ------------------------------------------------------------------
-    def _weights(self) -> tuple[Weights, dict[str, Any]]:
+    def inner_weights(self) -> tuple[Weights, dict[str, Any]]:
         """``(theta, rates)``: the net's parameters by canonical name, and the inner rate of
         each adapted one (a float, or Meta-SGD's tensor)."""
         theta = {n: p for n, p in self.named_parameters() if not n.startswith("inner_lr.")}
@@ -209,7 +209,7 @@ class MAML(TaskMixin, nn.Module):
         # The outer step differentiates through the loop only in a training step.
         outer = self.training and torch.is_grad_enabled()
         steps = c.inner_steps if self.training else c.eval_inner_steps
-        theta, rates = self._weights()
+        theta, rates = self.inner_weights()
         if not outer:
             theta = {n: t.detach() for n, t in theta.items()}
             rates = {n: r.detach() if isinstance(r, Tensor) else r for n, r in rates.items()}

@@ -52,7 +52,7 @@ class Reptile(MAML):
         if tuple(target.shape) != (qx.shape[0],):
             raise ValueError(f"query_y: expected shape ({qx.shape[0]},), one label per query; "
                              f"found {tuple(target.shape)}.")
-        theta, rates = self._weights()
+        theta, rates = self.inner_weights()
         start = {n: t.detach() for n, t in theta.items()}
         x = torch.cat([sx, qx])  # the task's labelled set: support, then queries
         y = torch.cat([support_y.to(target.dtype), target])

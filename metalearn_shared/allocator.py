@@ -28,7 +28,8 @@ through :mod:`metalearn_torch.backend`) call :func:`tune_malloc` at start, and a
 using the library calls it itself (``metalearn_torch.tune_malloc()``) if it wants it. A
 process that set ``GLIBC_TUNABLES`` with ``glibc.malloc.*`` keeps those.
 
-No mirror in ``metalearn_tf``: TensorFlow configures its allocator itself.
+Framework-free (``ctypes`` only), so it lives here and both framework packages stay mirror
+images; only the torch backend applies it: TensorFlow configures its allocator itself.
 """
 
 from __future__ import annotations
