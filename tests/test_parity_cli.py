@@ -87,7 +87,8 @@ def test_a_tighter_table_fails(tmp_path, monkeypatch):
     from metalearn_shared import tolerances
 
     monkeypatch.setitem(tolerances.TOL, "forward", (0.0, 1e-12))
-    assert main(["parity", "--tiny", "--model", "lstm", "--out", str(tmp_path)]) == 1
+    # The cheapest tiny case (MAML's mlp: a second-order step in milliseconds).
+    assert main(["parity", "--tiny", "--model", "maml", "--out", str(tmp_path)]) == 1
     report = json.loads((tmp_path / "parity.json").read_text())
     assert report["tolerances"]["forward"]["atol"] == 1e-12
     assert any(f["kind"] == "forward" and not f["passed"]
@@ -99,10 +100,10 @@ def test_optimizers_threads_and_settings_are_recorded(tmp_path, capsys):
     the report records the kernel-selecting settings the run used."""
     pytest.importorskip("keras")
     pytest.importorskip("torch")
-    assert main(["parity", "--tiny", "--model", "lstm", "--optimizers", "sgd", "rmsprop-keras",
+    assert main(["parity", "--tiny", "--model", "maml", "--optimizers", "sgd", "rmsprop-keras",
                  "--threads", "1", "--steps", "2", "--seed", "3", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "lstm-tiny+rmsprop-keras" in out and "headroom" in out and "floor" in out
+    assert "maml-mlp+rmsprop-keras" in out and "headroom" in out and "floor" in out
     report = json.loads((tmp_path / "parity.json").read_text())
     assert report["optimizers"] == ["sgd", "rmsprop-keras"] and report["seed"] == 3
     assert {r["optimizer"] for r in report["results"]} == {"sgd", "rmsprop-keras"}
