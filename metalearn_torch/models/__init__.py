@@ -62,5 +62,5 @@ def objective(model: Any, inputs: Sequence[Any], target: Any, loss_fn: Callable[
     own = getattr(model, "objective", None)
     if own is not None:
         return own(inputs, target, loss_fn, forward)
-    output = (forward or model)(*inputs)
+    output = (model if forward is None else forward)(*inputs)
     return loss_fn(output, target), output
