@@ -261,6 +261,13 @@ def markdown(results: dict[str, Any]) -> str:
                            [[s["workload"], s["framework"], s["best_mode"], s["sampler_s"] * 1e3,
                              s["step_s"] * 1e3, f"{s['share']:.2%}"]
                             for s in steps["sampler_share"]]), ""]
+    if steps.get("keras_batchnorm_ablation"):
+        out += ["Keras BatchNorm statistics (``function`` training; "
+                "``metalearn_tf.set_batchnorm_statistics``, float64 is the parity default):", "",
+                _table(["workload", "float64 ms", "float32 ms", "float64's share of the step"],
+                       [[a["workload"], a["float64_s"] * 1e3, a["float32_s"] * 1e3,
+                         f"{a['float64_share']:.0%}"] for a in steps["keras_batchnorm_ablation"]]),
+                ""]
     samp = results.get("sampling") or {}
     if samp.get("records"):
         out += ["## Episode sampling", "", f"{samp['notes']}", "",

@@ -27,6 +27,11 @@ and learning rate, epsilons pinned equal); inference is a forward pass in infere
 (BatchNorm running statistics, no gradients). Inputs are prepared once (sampler →
 framework tensors) and reused: the sampler's own cost is reported separately
 (``sampler_s``) and combined in the runner as its share of a step.
+
+Keras BatchNorm ablation (``keras_batchnorm_ablation``): Keras ``function`` training of each
+workload with BatchNorm layers, once per dtype the layers can accumulate batch statistics in
+(``metalearn_tf.set_batchnorm_statistics``: float64, the parity default, and float32) —
+what the float64 statistics cost. Quick: the cheapest such workload.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from metalearn_shared.registry import Workload as SpecWorkload
 from metalearn_shared.training import step_batch
 
 __all__ = ["Workload", "workloads", "TORCH_MODES", "KERAS_MODES", "modes_for", "plan",
-           "run_steps", "torch_profile"]
+           "run_steps", "torch_profile", "keras_batchnorm_ablation"]
 
 TORCH_MODES = ("eager", "eager-cl", "compile", "compile-cl")
 KERAS_MODES = ("eager", "function", "xla")
@@ -232,10 +237,56 @@ def _keras_call(w: Workload, mode: str, phase: str, device: Device,
         inputs, target = model.inputs_and_target(w.batch(0))
         x = tf.nest.map_structure(tf.constant, inputs)
         y = tf.constant(target)
-    info = {"run_eagerly": mode == "eager", "jit_compile": mode == "xla"}
+    info = {"run_eagerly": mode == "eager", "jit_compile": mode == "xla",
+            "batchnorm_statistics": _bn_statistics(model)}
     if phase == "train":
         return (lambda: model.train_on_batch(x, y)), info
     return (lambda: model.predict_on_batch(x)), info
+
+
+def _bn_statistics(model: Any) -> str | None:
+    """The dtype the model's BatchNorm layers accumulate batch statistics in; ``None``
+    without BatchNorm (no ``moving_variance`` among its weights)."""
+    if not any(v.path.endswith("moving_variance") for v in model.non_trainable_weights):
+        return None
+    import metalearn_tf
+
+    return metalearn_tf.batchnorm_statistics()
+
+
+def keras_batchnorm_ablation(ws: list[Workload], budget: Budget, device: Device,
+                             quick: bool, progress: Callable[[str], None] = print
+                             ) -> list[dict[str, Any]]:
+    """Keras ``function`` training of each workload with BatchNorm, its statistics in each
+    dtype of ``metalearn_tf.BN_STATISTICS``: ``{dtype}_s`` per step and ``float64_share``,
+    the share of the float64 step the float64 statistics cost. Quick: the cheapest one."""
+    import metalearn_tf
+
+    out = []
+    warm = budget.scaled(warmup=max(budget.warmup, 2))
+    for w in sorted((w for w in ws if w.conv), key=lambda w: w.flops.train):
+        row: dict[str, Any] = {**w.describe(), "framework": "keras", "mode": "function"}
+        try:
+            for dtype in metalearn_tf.BN_STATISTICS:
+                metalearn_tf.set_batchnorm_statistics(dtype)
+                call, info = _keras_call(w, "function", "train", device, "")
+                if info["batchnorm_statistics"] is None:
+                    break
+                row[f"{dtype}_s"] = measure(call, warm).median_s
+                _keras_cleanup()
+        finally:
+            metalearn_tf.set_batchnorm_statistics(None)
+            _keras_cleanup()
+        if "float64_s" not in row:
+            continue
+        row["float64_share"] = 1 - row["float32_s"] / row["float64_s"]
+        progress(f"  {w.key:18s} keras function BN statistics float64 "
+                 f"{row['float64_s'] * 1e3:.0f} ms, float32 {row['float32_s'] * 1e3:.0f} ms "
+                 f"per step ({row['float64_share']:.0%})")
+        out.append(row)
+        if quick:
+            break
+    return out
 
 
 def _keras_cleanup() -> None:
@@ -316,7 +367,8 @@ def plan(ws: list[Workload], frameworks: tuple[str, ...], quick: bool
 def run_steps(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: Device,
               compile_backend: str, progress: Callable[[str], None] = print,
               only_models: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Measure the :func:`plan`; returns ``{"records", "sampler"}``.
+    """Measure the :func:`plan`; returns ``{"records", "sampler"}`` and, with Keras,
+    ``"keras_batchnorm_ablation"`` (:func:`keras_batchnorm_ablation`).
 
     ``sampler`` holds, per workload, the time to draw one step's numpy batch, for the
     sampler's share of a step.
@@ -332,4 +384,8 @@ def run_steps(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: 
         records.append(r)
         shown = f"{r['per_s']:.1f} {w.unit}/s" if "per_s" in r else r["error"][:80]
         progress(f"  {w.key:18s} {framework:5s} {mode:10s} {phase:5s} {shown}")
-    return {"records": records, "sampler": sampler}
+    result = {"records": records, "sampler": sampler}
+    if "keras" in frameworks:
+        result["keras_batchnorm_ablation"] = keras_batchnorm_ablation(ws, budget, device, quick,
+                                                                      progress)
+    return result

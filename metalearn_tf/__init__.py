@@ -6,6 +6,10 @@ the Keras way: ``import metalearn_tf; keras.models.load_model("run/model.keras")
 TensorFlow's C++ start-up notices (oneDNN, CPU instructions, "could not find cuda drivers",
 ``cuInit`` failures on a machine without a GPU) are kept off stderr unless the user asks for
 them with ``TF_CPP_MIN_LOG_LEVEL=0`` or ``1``; they are replayed if the import fails.
+
+:func:`set_batchnorm_statistics` / :func:`batchnorm_statistics`
+(:mod:`metalearn_tf.models.backbones`) are re-exported here: the dtype the BatchNorm layers
+built afterwards accumulate batch statistics in (``METALEARN_BN_STATISTICS``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import sys
 # Keras 3 picks its backend at first import; this package is the TensorFlow side.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-__all__: list[str] = []
+__all__: list[str] = ["BN_STATISTICS", "set_batchnorm_statistics", "batchnorm_statistics"]
 
 
 def _import_tensorflow_quietly() -> None:
@@ -56,3 +60,9 @@ _import_tensorflow_quietly()
 from metalearn_tf import models as _models  # noqa: E402  (after the quiet import)
 
 _models.available_models()  # imports every model module, so each class is registered
+
+from metalearn_tf.models.backbones import (  # noqa: E402
+    BN_STATISTICS,
+    batchnorm_statistics,
+    set_batchnorm_statistics,
+)

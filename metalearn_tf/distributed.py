@@ -38,6 +38,7 @@ import tensorflow as tf
 from metalearn_shared import distributed as D
 from metalearn_shared import training as T
 from metalearn_tf.models import objective
+from metalearn_tf.models.backbones import batchnorm_statistics
 
 __all__ = ["STRATEGIES", "make_strategy", "is_chief", "requested", "DistributedStep", "main",
            "train_distributed", "main_train", "teacher_forced_equivalence"]
@@ -197,7 +198,8 @@ def train_distributed(model: keras.Model, setup: T.TrainSetup, strategy: tf.dist
     if chief:
         files.root.mkdir(parents=True, exist_ok=True)
         T.write_json(files.config, {**setup.describe(), "framework": "keras", "meta_batch": e,
-                                    "world": world, "strategy": type(strategy).__name__})
+                                    "world": world, "strategy": type(strategy).__name__,
+                                    "batchnorm_statistics": batchnorm_statistics()})
         log = T.CSVLog(files.log, "keras", resume_step=start if resume else None)
     sampler = T.train_sampler(setup)
     from tqdm import tqdm

@@ -21,6 +21,7 @@ from metalearn_shared.config import TrainConfig
 from metalearn_tf import optimizers
 from metalearn_tf.checkpoint import save_checkpoint, save_keras, set_canonical
 from metalearn_tf.models import build_model
+from metalearn_tf.models.backbones import batchnorm_statistics
 from metalearn_tf.optimizers import OPTIMIZER_SETTINGS
 
 __all__ = ["EpisodeDataset", "make_optimizer", "train", "main_train", "OPTIMIZER_SETTINGS"]
@@ -167,7 +168,8 @@ def train(model: keras.Model, setup: T.TrainSetup, resume: bool = False, compile
     if resume:
         set_canonical(model, files.resume_weights())
         start, window = _load_train_state(model, files.train_state)
-    T.write_json(files.config, {**setup.describe(), "framework": "keras"})
+    T.write_json(files.config, {**setup.describe(), "framework": "keras",
+                                "batchnorm_statistics": batchnorm_statistics()})
     bar_on = T.interactive() if progress is None else progress
     log = T.CSVLog(files.log, "keras", resume_step=start if resume else None,
                    echo=not bar_on, total_steps=cfg.steps)

@@ -10,11 +10,15 @@ that follows a flatten.
 
 BatchNorm is :class:`UnbiasedBatchNormalization`: ``keras.layers.BatchNormalization`` with
 torch's running-variance update (unbiased batch variance), momentum and epsilon from the
-shared config (Keras momentum = 1 - torch momentum).
+shared config (Keras momentum = 1 - torch momentum). It accumulates the training batch's
+statistics in float64 by default, as torch's CPU kernel does, which parity relies on;
+:func:`set_batchnorm_statistics` (or ``METALEARN_BN_STATISTICS=float32``) selects float32
+statistics for the layers built afterwards — faster, see ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -27,10 +31,45 @@ from metalearn_shared.config import BackboneConfig
 from metalearn_shared.models.backbones import CONV4_BLOCKS, check_images
 from metalearn_tf import losses
 
-__all__ = ["UnbiasedBatchNormalization", "SeedConvNet", "Conv4", "make_backbone", "TaskMixin",
-           "seeded"]
+__all__ = ["BN_STATISTICS", "BN_STATISTICS_ENV", "set_batchnorm_statistics",
+           "batchnorm_statistics", "UnbiasedBatchNormalization", "SeedConvNet", "Conv4",
+           "make_backbone", "TaskMixin", "seeded"]
 
 _PACKAGE = "metalearn_tf"
+
+#: The dtypes :class:`UnbiasedBatchNormalization` can accumulate batch statistics in; the
+#: first is the default (parity with torch's CPU kernel).
+BN_STATISTICS = ("float64", "float32")
+#: Environment variable read when no :func:`set_batchnorm_statistics` call chose a dtype.
+BN_STATISTICS_ENV = "METALEARN_BN_STATISTICS"
+_bn_statistics: str | None = None
+
+
+def _check_statistics(dtype: str, where: str) -> str:
+    if dtype not in BN_STATISTICS:
+        raise ValueError(f"BatchNorm statistics dtype must be one of {', '.join(BN_STATISTICS)}; "
+                         f"found {dtype!r} ({where}).")
+    return dtype
+
+
+def set_batchnorm_statistics(dtype: str | None) -> None:
+    """Choose the dtype the Keras BatchNorm layers built from now on accumulate batch
+    statistics in: ``"float64"`` (the default; what parity with torch needs) or
+    ``"float32"`` (faster: about a quarter of a conv4 training step, ``docs/benchmarks.md``).
+    ``None`` returns to ``$METALEARN_BN_STATISTICS``, then ``"float64"``. Layers already
+    built keep theirs (their ``statistics_dtype``).
+    """
+    global _bn_statistics
+    _bn_statistics = None if dtype is None else _check_statistics(dtype, "set_batchnorm_statistics")
+
+
+def batchnorm_statistics() -> str:
+    """The dtype new BatchNorm layers take: :func:`set_batchnorm_statistics`'s, else
+    ``$METALEARN_BN_STATISTICS``, else ``"float64"``."""
+    if _bn_statistics is not None:
+        return _bn_statistics
+    env = os.environ.get(BN_STATISTICS_ENV)
+    return _check_statistics(env, f"${BN_STATISTICS_ENV}") if env else BN_STATISTICS[0]
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -41,9 +80,47 @@ class UnbiasedBatchNormalization(keras.layers.BatchNormalization):
     ``torch.nn.BatchNorm2d`` updates ``running_var`` with the unbiased one (× n/(n-1), n =
     values per channel) while Keras uses the biased one. On a 1×1 final map with 8 images
     that is a factor 8/7; this layer makes Keras update as torch does. Batch statistics are
-    accumulated in float64 (as torch does on CPU). Inference and the normalisation formula
-    are Keras' own. Masks and renorm are not supported.
+    accumulated in ``statistics_dtype``: float64 (as torch does on CPU) unless
+    :func:`set_batchnorm_statistics` chose float32 before the layer was built. Inference and
+    the normalisation formula are Keras' own. Masks and renorm are not supported.
+
+    Args:
+        statistics_dtype: ``"float64"`` or ``"float32"``; ``None``: :func:`batchnorm_statistics`.
+        **kwargs: ``keras.layers.BatchNormalization``'s.
     """
+
+    def __init__(self, statistics_dtype: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.statistics_dtype = (batchnorm_statistics() if statistics_dtype is None else
+                                 _check_statistics(statistics_dtype, f"{self.name}"))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "statistics_dtype": self.statistics_dtype}
+
+    def _moments(self, x: Any) -> tuple[Any, Any]:
+        """The batch mean and biased variance of float32 ``x`` over the reduction axes,
+        ``(C,)`` float32 each, accumulated in ``statistics_dtype``; two passes either way."""
+        axes = self._reduction_axes
+        if self.statistics_dtype == "float64":
+            # As torch's CPU kernel does: TF's float32 reductions over B*H*W values, in one
+            # go, cost ~1e-4 of embedding accuracy after four blocks.
+            x64 = ops.cast(x, "float64")
+            mean64 = ops.mean(x64, axis=axes)  # (C,)
+            var64 = ops.mean(ops.square(x64 - mean64), axis=axes)  # (C,)
+            return ops.cast(mean64, "float32"), ops.cast(var64, "float32")
+        # float32: shifted by the first image's mean (the deviations are then small numbers,
+        # so a large mean costs no digits) and reduced one axis at a time, innermost first
+        # (short sums: the error stays near float32 rounding).
+        shift = ops.stop_gradient(ops.mean(x[:1], axis=axes))  # (C,)
+        y = x - shift
+
+        def mean(t: Any) -> Any:
+            for a in sorted(axes, reverse=True):
+                t = ops.mean(t, axis=a)
+            return t  # (C,)
+
+        my = mean(y)
+        return shift + my, mean(ops.square(y - my))
 
     def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
         if not (training and self.trainable):
@@ -51,12 +128,7 @@ class UnbiasedBatchNormalization(keras.layers.BatchNormalization):
         if mask is not None or self.renorm:
             raise ValueError(f"{self.name}: masks and renorm are not supported.")
         x = ops.cast(inputs, "float32")
-        # Batch statistics accumulated in float64, as torch's CPU kernel does: TF's float32
-        # reductions over B*H*W values cost ~1e-4 of embedding accuracy after four blocks.
-        x64 = ops.cast(x, "float64")
-        mean64 = ops.mean(x64, axis=self._reduction_axes)  # (C,)
-        var64 = ops.mean(ops.square(x64 - mean64), axis=self._reduction_axes)  # (C,), biased
-        mean, variance = ops.cast(mean64, "float32"), ops.cast(var64, "float32")
+        mean, variance = self._moments(x)  # (C,) each; variance biased
         n = ops.cast(ops.size(x), "float32") / ops.cast(ops.shape(x)[self.axis], "float32")
         unbiased = variance * n / (n - 1.0)
         k = self.momentum
