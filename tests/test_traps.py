@@ -114,6 +114,7 @@ CONFIGS = {
     "fomaml": "FOMAMLConfig(net='mlp', hidden=4, backbone=BackboneConfig(image_size=16))",
     "metasgd": "MetaSGDConfig(backbone=BackboneConfig(image_size=32, hidden=8))",
     "anil": "ANILConfig(backbone=BackboneConfig(image_size=16, hidden=8))",
+    "reptile": "ReptileConfig(net='mlp', hidden=4, backbone=BackboneConfig(image_size=16))",
 }
 
 
