@@ -97,7 +97,7 @@ class UnbiasedBatchNormalization(keras.layers.BatchNormalization):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "statistics_dtype": self.statistics_dtype}
 
-    def _moments(self, x: Any) -> tuple[Any, Any]:
+    def _batch_moments(self, x: Any) -> tuple[Any, Any]:
         """The batch mean and biased variance of float32 ``x`` over the reduction axes,
         ``(C,)`` float32 each, accumulated in ``statistics_dtype``; two passes either way."""
         axes = self._reduction_axes
@@ -128,7 +128,7 @@ class UnbiasedBatchNormalization(keras.layers.BatchNormalization):
         if mask is not None or self.renorm:
             raise ValueError(f"{self.name}: masks and renorm are not supported.")
         x = ops.cast(inputs, "float32")
-        mean, variance = self._moments(x)  # (C,) each; variance biased
+        mean, variance = self._batch_moments(x)  # (C,) each; variance biased
         n = ops.cast(ops.size(x), "float32") / ops.cast(ops.shape(x)[self.axis], "float32")
         unbiased = variance * n / (n - 1.0)
         k = self.momentum
