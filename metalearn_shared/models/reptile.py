@@ -110,13 +110,6 @@ def objective_value(params: Mapping[str, np.ndarray], config: ReptileConfig,
 
 
 # -- the model contract (metalearn_shared.registry) -----------------------------------------
-def _reference_forward(params: Mapping[str, np.ndarray], config: ReptileConfig,
-                       support_x: np.ndarray, support_y: np.ndarray, query_x: np.ndarray,
-                       training: bool = False) -> np.ndarray | None:
-    """MAML's: ``eval_inner_steps`` steps on the support set (inference mode)."""
-    return maml.reference_forward(params, config, support_x, support_y, query_x, training)
-
-
 def _parity_cases(tiny: bool) -> list[registry.ParityCase]:
     ways = registry.PARITY_WAYS
     mlp = registry.ParityCase("reptile-mlp", ReptileConfig(
@@ -167,11 +160,10 @@ SPEC = registry.register_model(registry.ModelSpec(
     parity_cases=_parity_cases,
     workloads=_workloads,
     flops=_flops,
-    reference_forward=_reference_forward,
+    # MAML's: eval_inner_steps SGD steps on the support set (inference mode).
+    reference_forward=maml.reference_forward,
     # The training loss is the query loss after an inner loop that saw the query labels: the
     # forward reference (support only) is not its reference; objective_value is (unit tests).
     reference_loss=None,
     predicts=True,
-    implementations={"torch": "metalearn_torch.models.reptile",
-                     "keras": "metalearn_tf.models.reptile"},
 ))

@@ -134,11 +134,11 @@ class _Plan:
 
     Attributes:
         adapted: indices into ``embedding.trainable_variables + head.trainable_variables``.
-        rate_paths: per adapted index, the Meta-SGD rate's variable path (empty otherwise).
+        rates: per adapted index, the Meta-SGD rate's variable (empty otherwise).
     """
 
     adapted: tuple[int, ...]
-    rate_paths: tuple[str, ...]
+    rates: tuple[Any, ...]
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -187,17 +187,24 @@ class MAML(TaskMixin, keras.Model):
         return [*self.embedding.trainable_variables, *self.head.trainable_variables]
 
     def _plan(self) -> _Plan:
-        """The adapted variables' positions and rates, from the spec's Keras names."""
-        path = {id(v): p for p, v in keras_variables(self).items()}
+        """The adapted variables' positions and rates, from the spec's Keras names; worked
+        out once (it walks every variable) and kept: the variables are fixed once built."""
+        cached = self.__dict__.get("_cached_plan")
+        if cached is not None:
+            return cached
+        variables = keras_variables(self)
+        path = {id(v): p for p, v in variables.items()}
         params = spec.param_spec(self.config)
         canonical = {p.keras_name: p.name for p in params}
         keras_name = {p.name: p.keras_name for p in params}
         names = [canonical[path[id(v)]] for v in self._net_variables()]
         adapted = set(spec.adapted_names(self.config))
         idx = tuple(i for i, n in enumerate(names) if n in adapted)
-        rates = tuple(keras_name[spec.inner_lr_name(names[i])] for i in idx
+        rates = tuple(variables[keras_name[spec.inner_lr_name(names[i])]] for i in idx
                       ) if self.config.learned_lr else ()
-        return _Plan(idx, rates)
+        # Not through Keras' __setattr__ (which would track the variables a second time).
+        self.__dict__["_cached_plan"] = plan = _Plan(idx, rates)
+        return plan
 
     def _net(self, theta: list[Any], stats: list[Any], x: Any, bn_batch: bool) -> tuple[Any, list[Any]]:
         """Logits of ``x`` under weights ``theta`` and BatchNorm statistics ``stats``, without
@@ -259,8 +266,7 @@ class MAML(TaskMixin, keras.Model):
         theta = [_read(v) for v in self._net_variables()]
         stats = [_read(v) for v in self.embedding.non_trainable_variables]
         if self.config.learned_lr:
-            variables = keras_variables(self)
-            rates = [_read(variables[p]) for p in plan.rate_paths]
+            rates = [_read(v) for v in plan.rates]
         else:
             rates = [self.config.inner_lr] * len(plan.adapted)
         return theta, stats, rates
