@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from metalearn_shared import models, registry
 from metalearn_shared.optimizers import OPTIMIZER_NAMES
+from metalearn_shared.parity import DIRECTIONS
 
 __all__ = ["build_parser", "framework_name", "count", "default_model"]
 
@@ -198,6 +199,9 @@ def _add_tools(sub: argparse._SubParsersAction) -> None:
                         "adam-torch rmsprop-torch adam-keras rmsprop-keras)")
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads of both frameworks during the run")
+    p.add_argument("--direction", default="both", choices=("both", *DIRECTIONS),
+                   help="which framework's initial weights are moved to the other (default "
+                        "both; both frameworks run every step either way)")
     p.add_argument("--seed", type=int, default=0, help="weights, data and episodes")
     p.add_argument("--out", default="parity-report",
                    help="folder for parity.json and the PNG plots (default parity-report)")

@@ -273,9 +273,10 @@ def _settings() -> dict[str, Any]:
     return out
 
 
-def _run_all(selected: Sequence[Any], steps: int, seed: int, workdir: Path) -> Iterator[dict]:
+def _run_all(selected: Sequence[Any], steps: int, seed: int, workdir: Path,
+             directions: Sequence[str] = DIRECTIONS) -> Iterator[dict]:
     for case in selected:
-        for direction in case.directions:
+        for direction in (d for d in case.directions if d in directions):
             t0 = time.perf_counter()
             record = summarise(run_case(case, direction, workdir, steps=steps, seed=seed))
             record["seconds"] = time.perf_counter() - t0
@@ -283,8 +284,8 @@ def _run_all(selected: Sequence[Any], steps: int, seed: int, workdir: Path) -> I
 
 
 def main(args: Any) -> int:
-    """``metalearn parity [--model all|NAME] [--optimizers …] [--steps N] [--seed S]
-    [--threads T] [--out DIR] [--tiny]``.
+    """``metalearn parity [--model all|NAME[,NAME…]] [--optimizers …] [--steps N] [--seed S]
+    [--threads T] [--direction both|torch_to_keras|keras_to_torch] [--out DIR] [--tiny]``.
 
     Returns:
         0 when every figure is within the tolerance table, 1 otherwise.
@@ -303,19 +304,21 @@ def main(args: Any) -> int:
     optimizers = tuple(getattr(args, "optimizers", None) or ("sgd",))
     selected = cases(args.model, tiny=args.tiny, optimizers=optimizers)
     steps = min(args.steps, 3) if args.tiny else args.steps
+    chosen = getattr(args, "direction", "both")
+    directions = DIRECTIONS if chosen == "both" else (chosen,)
     records = []
     t0 = time.perf_counter()
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="metalearn-parity-") as tmp:
         for fw in backends.FRAMEWORKS:
             stack.enter_context(backend(fw).parity_hooks().parity_context(args.seed, threads))
-        for record in _run_all(selected, steps, args.seed, Path(tmp)):
+        for record in _run_all(selected, steps, args.seed, Path(tmp), directions):
             print(f"  {record['case']:<34} {record['direction']:<15} "
                   f"{'ok' if record['passed'] else 'FAIL'} ({record['seconds']:.1f} s)", flush=True)
             records.append(record)
         settings = _settings()
     meta = {"command": "metalearn parity", "model": args.model, "optimizers": list(optimizers),
             "steps": steps, "seed": args.seed, "tiny": bool(args.tiny), "threads": threads,
-            "directions": list(DIRECTIONS), "seconds": round(time.perf_counter() - t0, 1),
+            "directions": list(directions), "seconds": round(time.perf_counter() - t0, 1),
             "versions": _versions(), "settings": settings}
     paths = write_report(records, args.out, meta)
     print()

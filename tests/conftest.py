@@ -78,3 +78,21 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_RequireAll(), "metalearn-require-all")
         # A skipped module is reported as a collection error; run the rest regardless.
         config.option.continue_on_collection_errors = True
+
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (the README runs ``-n 2 --dist loadgroup``), the tests that share a
+    module- or session-scoped fixture of their own file (a benchmark run, a trained
+    checkpoint) run on one worker, so the fixture is made once."""
+    for item in items:
+        info, module = getattr(item, "_fixtureinfo", None), getattr(item, "module", None)
+        if info is None or module is None:
+            continue
+        shared = sorted(name for name, defs in info.name2fixturedefs.items()
+                        if any(d.scope in ("module", "package", "session")
+                               and getattr(d.func, "__module__", None) == module.__name__
+                               for d in defs))
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(f"{module.__name__}::{shared[0]}"))

@@ -94,17 +94,21 @@ def test_a_tighter_table_fails(tmp_path, monkeypatch):
 
 
 def test_optimizers_threads_and_settings_are_recorded(tmp_path, capsys):
-    """``--optimizers`` adds the matched-rule runs, ``--threads`` pins both frameworks, and
-    the report records the kernel-selecting settings the run used."""
+    """``--optimizers`` adds the matched-rule runs, ``--threads`` pins both frameworks,
+    ``--direction`` keeps one direction, and the report records the kernel-selecting
+    settings the run used."""
     pytest.importorskip("keras")
     pytest.importorskip("torch")
     assert main(["parity", "--tiny", "--model", "maml", "--optimizers", "sgd", "rmsprop-keras",
-                 "--threads", "1", "--steps", "2", "--seed", "3", "--out", str(tmp_path)]) == 0
+                 "--threads", "1", "--steps", "2", "--seed", "3", "--direction", "keras_to_torch",
+                 "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "maml-mlp+rmsprop-keras" in out and "headroom" in out and "floor" in out
     report = json.loads((tmp_path / "parity.json").read_text())
     assert report["optimizers"] == ["sgd", "rmsprop-keras"] and report["seed"] == 3
     assert {r["optimizer"] for r in report["results"]} == {"sgd", "rmsprop-keras"}
+    assert report["directions"] == ["keras_to_torch"]
+    assert {r["direction"] for r in report["results"]} == {"keras_to_torch"}
     for r in report["results"]:
         assert len(r["divergence"]) == len(r["floor"]) == 2 and r["headroom"] > 1
         assert 0 <= r["forced_ratio"] <= 0.5
@@ -119,6 +123,9 @@ def test_unknown_optimizer_and_zero_steps_are_clear_errors(capsys):
     assert "adamw" in err and "adam-torch" in err
     assert main(["parity", "--tiny", "--steps", "0"]) == 2
     assert "--steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse's own error, status 2
+        main(["parity", "--tiny", "--direction", "sideways"])
+    assert exit_.value.code == 2 and "sideways" in capsys.readouterr().err
 
 
 def test_model_takes_a_comma_list_and_names_a_bad_one(capsys):
