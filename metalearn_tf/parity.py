@@ -139,7 +139,10 @@ def _grad_step(model: keras.Model) -> tuple[list[str], Any]:
         def step(inputs: tuple[Any, ...], target: Any) -> tuple[Any, Any, list[Any]]:
             with tf.GradientTape() as tape:
                 loss, out = objective(model, inputs, target, loss_fn)
-            return out, loss, tape.gradient(loss, list(trainable.values()))
+            grads = tape.gradient(loss, list(trainable.values()))
+            # A variable the loss does not reach gets a zero gradient, not None (see torch).
+            return out, loss, [tf.zeros(v.shape, v.dtype) if g is None else g
+                               for g, v in zip(grads, trainable.values(), strict=True)]
 
         model._parity_grad_step = (list(trainable), step)
     return model._parity_grad_step

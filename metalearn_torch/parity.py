@@ -104,7 +104,10 @@ def loss_and_grads(model: nn.Module, inputs: Sequence[np.ndarray], target: np.nd
     model.zero_grad()
     loss, out = objective(model, _tensors(inputs), torch.from_numpy(target), model.make_loss())
     loss.backward()
-    grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
+    # A parameter the loss does not reach has no .grad: its gradient is zero (a port that
+    # leaves a weight unused is then a gradient figure, not a crash).
+    grads = {n: p.grad.numpy().copy() if p.grad is not None else np.zeros(tuple(p.shape), np.float32)
+             for n, p in model.named_parameters()}
     spec = [p for p in param_spec(model.config) if p.trainable]
     return out.detach().numpy(), float(loss.detach()), to_canonical(grads, spec, "torch")
 

@@ -34,6 +34,8 @@ MANN_SMALL = MANNConfig(image_size=8, num_classes=5, controller_units=16, memory
                         memory_width=5, read_heads=3)
 #: Santoro's string labels: 5 softmaxes of 5 characters.
 MANN_STRINGS = MANN_SMALL.replace(label_groups=5)
+#: The reference implementation's separate add vector.
+MANN_ADD = MANN_SMALL.replace(write_vector="add")
 LSTM_SMALL = LSTMConfig(image_size=8, num_classes=5, controller_units=16)
 LSTM_STRINGS = LSTM_SMALL.replace(label_groups=5)
 
@@ -104,6 +106,8 @@ def test_param_spec_shapes():
         "cell.classifier.weight": (5, 16 + reads),
         "cell.classifier.bias": (5,),
     }
+    added = {p.name: p.shape for p in param_spec(MANN_ADD)}
+    assert added == {**shapes, "cell.add.weight": (reads, 16), "cell.add.bias": (reads,)}
     assert {p.name: p.shape for p in param_spec(LSTM_STRINGS)} == {
         "controller.weight_ih": (64, 64 + 25), "controller.weight_hh": (64, 16),
         "controller.bias": (64,), "classifier.weight": (25, 16), "classifier.bias": (25,)}
@@ -196,6 +200,7 @@ def test_cosine_eps_keeps_zero_vectors_finite():
 
 # -- each framework against the spec ----------------------------------------------------------
 CASES = [pytest.param(MANN_SMALL, id="mann"), pytest.param(MANN_STRINGS, id="mann-strings"),
+         pytest.param(MANN_ADD, id="mann-add"),
          pytest.param(LSTM_SMALL, id="lstm"), pytest.param(LSTM_STRINGS, id="lstm-strings")]
 
 
@@ -398,3 +403,23 @@ def test_sequence_cross_entropy_matches_spec(name, groups):
     assert_close(mean, expected.mean(), "spec")
     with pytest.raises(ValueError, match="without its last"):
         losses.sequence_cross_entropy(_tensor(name, y[:, :-1]), _tensor(name, logits))
+
+
+def test_an_unknown_write_vector_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"write_vector.*'key', 'add'.*'erase'"):
+        MANNConfig(write_vector="erase")
+
+
+def test_write_vector_from_the_command_line_and_back():
+    """``metalearn train --model mann --write-vector add`` builds the add-vector MANN, and
+    ``metalearn eval`` reads the option back from a checkpoint's config."""
+    from metalearn.cli import build_parser
+    from metalearn_shared import models
+
+    spec = models.get("mann")
+    args = build_parser().parse_args(["train", "--model", "mann", "--write-vector", "add"])
+    config = spec.config_from_args(args, 20)
+    assert config.write_vector == "add" and config.image_size == 20
+    assert spec.args_from_config(config)["write_vector"] == "add"
+    default = build_parser().parse_args(["train", "--model", "mann"])
+    assert spec.config_from_args(default, 20).write_vector == "key"  # the paper's Eq. 23

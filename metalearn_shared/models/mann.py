@@ -26,6 +26,11 @@ One step, in this order (write, then read — as the reference implementation):
     2. Keys and gates from the controller output: ``k_t = tanh(W_k h + b_k)`` reshaped
        ``(H, W)`` — tanh as in the reference implementation, which bounds every key
        component to (-1, 1); ``σ(α_t) = sigmoid(W_α h + b_α)``, one scalar per head.
+       What is written (``write_vector``): ``"key"`` writes the key itself, ``v_t = k_t``,
+       as the paper's Eq. 23 is printed; ``"add"`` writes a separate add vector
+       ``v_t = a_t = tanh(W_a h + b_a)`` (``(H, W)``, one per head), as the reference
+       implementation does, so that what a head reads by (the key) and what it stores
+       (image features bound to the label that arrived with this step) can differ.
     3. Least used from the *previous* usage: the slots are ranked by ``w^u_{t-1}``
        ascending, **ties broken by the lowest index** (:func:`least_used_ranks`). The
        ``H`` slots of rank ``< H`` are the least used (the paper's ``m(w^u, n)`` with
@@ -43,7 +48,7 @@ One step, in this order (write, then read — as the reference implementation):
        800 steps per batch at the default sizes. Per head, the float32 implementations
        chose the spec's slots at every step of every batch we tried.
     5. Erase, then write: the single least-used slot (rank 0) is set to zero, then
-       ``M_t(i) = M'(i) + sum_j w^w_t(j, i) k_t(j)``.
+       ``M_t(i) = M'(i) + sum_j w^w_t(j, i) v_t(j)``.
     6. Read from the new memory: ``K(j, i) = cosine(k_t(j), M_t(i))`` (:func:`cosine`),
        ``w^r_t(j) = softmax_i K(j, i)``, ``r_t(j) = sum_i w^r_t(j, i) M_t(i)``.
     7. Usage: ``w^u_t = γ w^u_{t-1} + sum_j w^r_t(j) + sum_j w^w_t(j)``.
@@ -58,7 +63,8 @@ accumulation order may differ from one output column to the next.
 Parameters (canonical names; see :func:`param_spec`):
     ``cell.controller.{weight_ih (4U, I+L+H*W), weight_hh (4U, U), bias (4U,)}``,
     ``cell.key.{weight (H*W, U), bias}``, ``cell.alpha.{weight (H, U), bias}``,
-    ``cell.classifier.{weight (C*G, U+H*W), bias}``.
+    ``cell.classifier.{weight (C*G, U+H*W), bias}``; with ``write_vector="add"`` also
+    ``cell.add.{weight (H*W, U), bias}``.
 
 Task contract: the LSTM baseline's (:func:`metalearn_shared.models.lstm.inputs_and_target`,
 re-exported here so that every model's spec module has one).
@@ -88,8 +94,12 @@ from metalearn_shared.models.lstm import (
 )
 from metalearn_shared.weights import ParamSpec, dense, lstm_cell
 
+#: What the LRUA writes: the key (the paper's Eq. 23) or a separate add vector.
+WRITE_VECTORS = ("key", "add")
+
 __all__ = [
     "MANNConfig",
+    "WRITE_VECTORS",
     "SPEC",
     "param_spec",
     "MANNTrace",
@@ -115,6 +125,8 @@ class MANNConfig(SequenceSizes, ConfigMixin):
         gamma: usage decay.
         memory_init: constant the memory starts at, so cosine similarity is defined.
         cosine_eps: epsilon in the cosine similarity's denominator.
+        write_vector: ``"key"`` (the paper's Eq. 23: write the key) or ``"add"`` (a separate
+            add vector, as the reference implementation; see the module docstring).
     """
 
     model: ClassVar[str] = "mann"
@@ -128,9 +140,12 @@ class MANNConfig(SequenceSizes, ConfigMixin):
     gamma: float = 0.95
     memory_init: float = 1e-6
     cosine_eps: float = 1e-8
+    write_vector: str = "key"
 
     def __post_init__(self) -> None:
         check(self.read_heads <= self.memory_slots, "read_heads must not exceed memory_slots.")
+        check(self.write_vector in WRITE_VECTORS,
+              f"write_vector must be one of {WRITE_VECTORS}; found {self.write_vector!r}.")
 
 
 class MANNTrace(NamedTuple):
@@ -163,6 +178,7 @@ def param_spec(config: MANNConfig) -> list[ParamSpec]:
         *dense("cell.key", units, heads * width),
         *dense("cell.alpha", units, heads),
         *dense("cell.classifier", units + heads * width, config.label_size),
+        *(dense("cell.add", units, heads * width) if config.write_vector == "add" else []),
     ]
 
 
@@ -257,16 +273,18 @@ def reference_forward(
         h, c = lstm_step(p, "cell.controller",
                          np.concatenate([inputs[:, step], read], -1), h, c)
         keys = np.tanh(h @ p["cell.key.weight"].T + p["cell.key.bias"]).reshape(b, heads, width)
+        written = keys if config.write_vector == "key" else np.tanh(
+            h @ p["cell.add.weight"].T + p["cell.add.bias"]).reshape(b, heads, width)
         gate = sigmoid(h @ p["cell.alpha.weight"].T + p["cell.alpha.bias"])[:, :, None]  # (B,H,1)
         # 3-4. least used (from the previous usage) and write weights
         lu = least_used_slots(usage, heads)  # (B, H)
         w_lu = np.zeros((b, heads, slots))  # head j -> the j-th least-used slot
         w_lu[rows[:, None], np.arange(heads), lu] = 1.0
         write_weights = gate * read_weights + (1.0 - gate) * w_lu  # (B, H, N)
-        # 5. erase the least-used slot, then write every head's key
+        # 5. erase the least-used slot, then write every head's vector
         memory = memory.copy()
         memory[rows, lu[:, 0]] = 0.0
-        memory = memory + np.sum(write_weights[..., None] * keys[:, :, None, :], axis=1)
+        memory = memory + np.sum(write_weights[..., None] * written[:, :, None, :], axis=1)
         # 6. read from the new memory
         read_weights = _softmax(cosine(keys, memory, config.cosine_eps))  # (B, H, N)
         read = np.sum(read_weights[..., None] * memory[:, None], axis=2).reshape(b, -1)
@@ -283,6 +301,20 @@ def reference_forward(
 
 
 # -- the model contract (metalearn_shared.registry) -----------------------------------------
+def _parity_cases(tiny: bool) -> list[registry.ParityCase]:
+    """The sequence models' cases; beyond the tiny one, the separate add vector too (torch →
+    Keras: its only new code is one dense layer and what the write adds)."""
+    small = {"memory_slots": 16, "memory_width": 6, "read_heads": 3}
+    cases = sequence_parity_cases(MANNConfig, "mann", tiny,
+                                  {"memory_slots": 8, "memory_width": 4, "read_heads": 2}, small)
+    if tiny:
+        return cases
+    add = MANNConfig(image_size=10, num_classes=registry.PARITY_WAYS, controller_units=24,
+                     write_vector="add", **small)
+    return [*cases, registry.ParityCase("mann-add", add, batch=2, glyphs=(12, 10),
+                                        both_directions=False)]
+
+
 def _flops(config: MANNConfig, task: registry.Task) -> tuple[float, float]:
     """Controller and heads (dense), plus the memory per step and episode: write
     ``2·H·N·W`` (outer products summed over heads), cosine numerators ``2·H·N·W``, norms
@@ -302,9 +334,17 @@ SPEC = registry.register_model(sequence_spec(
     param_spec=param_spec,
     # Small enough to be quick, large enough that the LRUA reuses every slot (50 steps x 3
     # heads over 16 slots); then the paper's sizes (128 x 40 memory, 4 heads), forward only.
-    parity_cases=lambda tiny: sequence_parity_cases(
-        MANNConfig, "mann", tiny, {"memory_slots": 8, "memory_width": 4, "read_heads": 2},
-        {"memory_slots": 16, "memory_width": 6, "read_heads": 3}),
+    parity_cases=_parity_cases,
+    # Every sequence model's (--size, --ways), plus what the LRUA writes.
+    config_from_args=lambda args, size: MANNConfig(
+        image_size=size, num_classes=args.ways,
+        write_vector=getattr(args, "write_vector", None) or "key"),
+    args_from_config=lambda c: {"size": c.image_size, "ways": c.num_classes,
+                                "write_vector": c.write_vector},
+    options=(registry.Option(("--write-vector",), {
+        "default": None, "choices": WRITE_VECTORS,
+        "help": "mann: what the LRUA writes: key (the paper's Eq. 23, default) or add (a "
+                "separate add vector, as the reference implementation)"}),),
     workloads=lambda quick: sequence_workloads(MANNConfig, "mann", quick, {
         "controller_units": 16, "memory_slots": 8, "memory_width": 4, "read_heads": 1}),
     flops=_flops,

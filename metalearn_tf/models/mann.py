@@ -62,7 +62,8 @@ class MANNCell(keras.layers.Layer):
 
     Sublayers (variable paths under ``cell/``): ``controller`` (``LSTMCell`` on
     ``[x_t ; prev_label_t ; r_{t-1}]``), ``key`` (``Dense(H*W)``, tanh), ``alpha``
-    (``Dense(H)``, sigmoid), ``classifier`` (``Dense(C*G)`` on ``[h_t ; r_t]``).
+    (``Dense(H)``, sigmoid), ``classifier`` (``Dense(C*G)`` on ``[h_t ; r_t]``); with
+    ``write_vector="add"``, ``add`` (``Dense(H*W)``, tanh).
 
     State (``state_size``, in order): ``h (U)``, ``c (U)``, ``memory (N, W)``,
     ``usage (N)``, ``read_weights (H, N)``, ``read (H*W)``. Output: logits ``(C*G)``.
@@ -79,6 +80,8 @@ class MANNCell(keras.layers.Layer):
         self.key = keras.layers.Dense(heads * width, name="key")
         self.alpha = keras.layers.Dense(heads, name="alpha")
         self.classifier = keras.layers.Dense(config.label_size, name="classifier")
+        self.add = (keras.layers.Dense(heads * width, name="add")
+                    if config.write_vector == "add" else None)
         self.state_size = [units, units, (slots, width), slots, (heads, slots), heads * width]
         self.output_size = config.label_size
 
@@ -89,6 +92,8 @@ class MANNCell(keras.layers.Layer):
         self.key.build((None, units))
         self.alpha.build((None, units))
         self.classifier.build((None, units + reads))
+        if self.add is not None:
+            self.add.build((None, units))
 
     def get_initial_state(self, batch_size: Any = None) -> list[Any]:
         """The spec's initial state (zeros; memory at ``memory_init``)."""
@@ -118,15 +123,16 @@ class MANNCell(keras.layers.Layer):
         # 1-2. controller, keys, gates
         h, (h, c) = self.controller(ops.concatenate([x_t, read], axis=-1), [h, c])
         keys = ops.reshape(ops.tanh(self.key(h)), (-1, heads, width))  # (B, H, W)
+        written = self.written(h, keys)  # (B, H, W)
         gate = ops.expand_dims(ops.sigmoid(self.alpha(h)), -1)  # (B, H, 1)
         # 3-4. least used (from the previous usage) and write weights
         ranks = least_used_ranks(usage)  # (B, N)
         order = ops.arange(heads, dtype="int32")[:, None]  # (H, 1)
         w_lu = ops.cast(ops.equal(ops.expand_dims(ranks, 1), order), h.dtype)  # (B, H, N)
         write = gate * read_weights + (1.0 - gate) * w_lu  # (B, H, N)
-        # 5. erase the least-used slot, then write every head's key
+        # 5. erase the least-used slot, then write every head's vector
         keep = ops.expand_dims(ops.cast(ops.not_equal(ranks, 0), h.dtype), -1)  # (B, N, 1)
-        added = ops.sum(ops.expand_dims(write, -1) * ops.expand_dims(keys, 2), axis=1)
+        added = ops.sum(ops.expand_dims(write, -1) * ops.expand_dims(written, 2), axis=1)
         memory = memory * keep + added  # (B, N, W)
         # 6. read from the new memory (cosine: broadcast product, see the spec on ties)
         dot = ops.sum(ops.expand_dims(keys, 2) * ops.expand_dims(memory, 1), axis=-1)  # (B,H,N)
@@ -139,6 +145,14 @@ class MANNCell(keras.layers.Layer):
         # 8. output
         logits = self.classifier(ops.concatenate([h, read], axis=-1))  # (B, C*G)
         return logits, [h, c, memory, usage, read_weights, read], ranks, write
+
+    def written(self, h: Any, keys: Any) -> Any:
+        """What the heads write (spec, ``write_vector``): the keys ``(B, H, W)``, or the add
+        vectors ``tanh(add(h))``."""
+        if self.add is None:
+            return keys
+        return ops.reshape(ops.tanh(self.add(h)), (-1, self.config.read_heads,
+                                                  self.config.memory_width))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self.config.to_dict()}

@@ -77,7 +77,8 @@ class MANNCell(nn.Module):
 
     Submodules (canonical names under ``cell.``): ``controller`` (:class:`LSTMCell` on
     ``[x_t ; prev_label_t ; r_{t-1}]``), ``key`` (U → H*W, tanh), ``alpha`` (U → H,
-    sigmoid), ``classifier`` (U + H*W → C*G).
+    sigmoid), ``classifier`` (U + H*W → C*G); with ``write_vector="add"``, ``add``
+    (U → H*W, tanh).
     """
 
     def __init__(self, config: MANNConfig) -> None:
@@ -89,6 +90,8 @@ class MANNCell(nn.Module):
         self.key = glorot_dense(nn.Linear(units, heads * width))
         self.alpha = glorot_dense(nn.Linear(units, heads))
         self.classifier = glorot_dense(nn.Linear(units + heads * width, config.label_size))
+        if config.write_vector == "add":
+            self.add = glorot_dense(nn.Linear(units, heads * width))
 
     def initial_state(self, batch_size: int, like: torch.Tensor) -> MANNState:
         """The spec's initial state, in ``like``'s dtype and device."""
@@ -103,6 +106,13 @@ class MANNCell(nn.Module):
             read_weights=zeros(batch_size, cfg.read_heads, cfg.memory_slots),
             read=zeros(batch_size, cfg.read_heads * cfg.memory_width),
         )
+
+    def written(self, h: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """What the heads write (spec, ``write_vector``): the keys ``(B, H, W)``, or the add
+        vectors ``tanh(add(h))``."""
+        if self.config.write_vector == "key":
+            return keys
+        return torch.tanh(self.add(h)).view_as(keys)
 
     def forward(self, x_t: torch.Tensor, state: MANNState) -> tuple[torch.Tensor, MANNState]:
         """``x_t (B, I + L)`` = ``[image ; prev_label]``, ``state`` → ``(logits (B, C*G), state)``."""
@@ -120,15 +130,16 @@ class MANNCell(nn.Module):
         _, (h, c) = self.controller(torch.cat([x_t, state.read], dim=-1),
                                     LSTMState(state.h, state.c))
         keys = torch.tanh(self.key(h)).view(b, heads, width)  # (B, H, W)
+        written = self.written(h, keys)  # (B, H, W)
         gate = torch.sigmoid(self.alpha(h)).unsqueeze(-1)  # (B, H, 1)
         # 3-4. least used (from the previous usage) and write weights
         ranks = least_used_ranks(state.usage)  # (B, N)
         order = torch.arange(heads, device=ranks.device)[:, None]  # (H, 1)
         w_lu = (ranks.unsqueeze(1) == order).to(h.dtype)  # (B, H, N): head j -> rank j
         write = gate * state.read_weights + (1.0 - gate) * w_lu  # (B, H, N)
-        # 5. erase the least-used slot, then write every head's key
+        # 5. erase the least-used slot, then write every head's vector
         keep = (ranks != 0).to(h.dtype).unsqueeze(-1)  # (B, N, 1)
-        memory = state.memory * keep + (write.unsqueeze(-1) * keys.unsqueeze(2)).sum(1)  # (B,N,W)
+        memory = state.memory * keep + (write.unsqueeze(-1) * written.unsqueeze(2)).sum(1)  # (B,N,W)
         # 6. read from the new memory (cosine: broadcast product, see the spec on ties)
         dot = (keys.unsqueeze(2) * memory.unsqueeze(1)).sum(-1)  # (B, H, N)
         kk = (keys * keys).sum(-1).unsqueeze(-1)  # (B, H, 1)
