@@ -12,11 +12,15 @@ outside the library is benchmarked like the built-in ones.
 Modes:
 
 * torch ``eager``; ``eager-cl`` (channels-last weights and inputs, conv models);
-  ``compile`` — ``torch.compile`` of forward + loss, or, for a model that offers it
-  (``model.compile_cell()``: the recurrent models), of the per-step cell — a whole-episode
-  ``torch.compile`` unrolls the time steps into one graph: measured once on this machine,
-  the MANN took 309 s to compile and then ran no faster (256 vs 209 ms per training step),
-  the LSTM 110 s for 46 vs 77 ms; ``compile-cl`` (both, conv models).
+  ``compile`` — ``torch.compile`` of forward + loss, as the trainer's ``--compile``: for
+  the recurrent models the whole unrolled episode, one forward and one backward graph.
+  Measured at the paper's sizes (batch 16, 50 steps, 2 threads, RMSprop; the three
+  variants in one process, steps interleaved, medians of 12): the MANN's training step
+  143 ms whole-episode vs 261 ms with only the per-step cell compiled
+  (``model.compile_cell()``, still offered) vs 392 ms eager; the LSTM 43 vs 71 vs 68 ms.
+  The price is the first compile: 250–300 s for the MANN (60 s the LSTM) on 2 cores, 13 s
+  when inductor's on-disk cache already holds the graphs; ``compile-cl`` (both, conv
+  models).
 * Keras ``eager`` (``compile(run_eagerly=True)``), ``function`` (``tf.function``, Keras'
   default), ``xla`` (``jit_compile=True``); steps through ``train_on_batch`` /
   ``predict_on_batch``, which return numpy (the barrier on a GPU).
@@ -155,13 +159,6 @@ def _torch_call(w: Workload, mode: str, phase: str, device: Device,
         raise NotImplementedError(f"not compiled: {model.not_compiled_because}")
     if compiled:
         info["compile_backend"] = compile_backend
-    # A recurrent model compiles its per-step cell (the library's option), not the unrolled
-    # episode (see the module docstring); every other model compiles forward (+ loss).
-    per_cell = compiled and hasattr(model, "compile_cell")
-    whole = compiled and not per_cell
-    if per_cell:
-        model.compile_cell(backend=compile_backend)
-        info["compiled"] = "cell (model.compile_cell)"
     if phase == "train":
         model.train()
         opt = make_optimizer(w.train.optimizer, model.parameters(), lr=w.train.lr)
@@ -169,7 +166,7 @@ def _torch_call(w: Workload, mode: str, phase: str, device: Device,
         def forward_loss(*args: Any) -> Any:
             return objective(model, args, target, loss_fn)[0]  # the trainer's objective
 
-        if whole:
+        if compiled:  # forward + loss, as the trainer (see the module docstring)
             forward_loss = torch.compile(forward_loss, backend=compile_backend)
             info["compiled"] = "forward + loss (torch.compile)"
 
@@ -181,8 +178,8 @@ def _torch_call(w: Workload, mode: str, phase: str, device: Device,
 
         return call, info
     model.eval()
-    forward = torch.compile(model, backend=compile_backend) if whole else model
-    if whole:
+    forward = torch.compile(model, backend=compile_backend) if compiled else model
+    if compiled:
         info["compiled"] = "forward (torch.compile)"
 
     def infer() -> None:
@@ -335,7 +332,7 @@ def plan(ws: list[Workload], frameworks: tuple[str, ...], quick: bool
     or XLA compilation alone takes seconds per model): every workload trains and infers in
     torch ``eager`` and infers in Keras ``function``; every other mode runs once, on the
     cheapest workload it applies to (by training FLOPs): the channels-last and compiled
-    torch modes on the cheapest conv workload; torch ``compile`` (the per-step cell), the
+    torch modes on the cheapest conv workload; torch ``compile`` (the unrolled episode), the
     Keras training modes and Keras ``xla`` inference (whose graph compiles fastest) on the
     cheapest ``sequence``-family workload — the recurrent loop is where those modes differ
     most — or, without one, the cheapest workload without convolutions. So every model and

@@ -100,9 +100,9 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
     if compile and not getattr(model, "compilable", True):
         print(f"note: {model.config.model} trains eager: {model.not_compiled_because}",
               file=sys.stderr)
-    elif compile and hasattr(model, "compile_cell"):
-        model.compile_cell()  # recurrent models: one compiled step, not 50 unrolled ones
     elif compile:
+        # The whole forward, a recurrent model's unrolled episode included: one graph for
+        # forward and one for backward (see benchmarks/steps.py for the measured trade).
         forward = torch.compile(model)
     model.train()
 

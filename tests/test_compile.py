@@ -1,7 +1,7 @@
 """``torch.compile``: the region the torch trainer compiles is one graph, for every model.
 
-The trainer (``metalearn_torch/train.py``) compiles a model's ``forward`` — or, for a
-recurrent model (``compile_cell``), its per-step cell — unless the model says it is not
+The trainer (``metalearn_torch/train.py``) compiles a model's ``forward`` — for a
+recurrent model, the whole unrolled episode — unless the model says it is not
 compilable (``compilable = False``, with ``not_compiled_because``: the MAML family). A graph
 break there (a host sync such as ``.item()`` / ``int(tensor)``, Python control flow on a
 tensor's value) splits the step into several graphs with eager code between them; here
@@ -62,7 +62,7 @@ def _trainer_step(model: Any, case: parity.Case, backend: CompileCounter | None 
                   ) -> Callable[[int], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
     """``step(k)``: output, loss and gradients of a training step on batch ``k`` of the
     case's sampler. With ``backend``, the trainer's region is compiled with it,
-    ``fullgraph=True``: a recurrent model's cell (``compile_cell``), else forward + loss."""
+    ``fullgraph=True``: forward + loss (a recurrent model's whole episode)."""
     sampler = parity.sampler_for(case, seed=0)
     loss_fn = model.make_loss()
 
@@ -70,9 +70,7 @@ def _trainer_step(model: Any, case: parity.Case, backend: CompileCounter | None 
         output = model(*inputs)
         return output, loss_fn(output, target)
 
-    if backend is not None and hasattr(model, "compile_cell"):
-        model.compile_cell(backend=backend, fullgraph=True)
-    elif backend is not None:
+    if backend is not None:
         forward_loss = torch.compile(forward_loss, backend=backend, fullgraph=True)
     model.train()
 
@@ -99,9 +97,7 @@ def test_compiled_step_is_one_graph_and_equals_eager(case):
     assert set(grads) == set(eager_grads)
     for name, g in grads.items():
         assert_close_scaled(g, eager_grads[name], "grad", what=f"{case.name} compiled vs eager {name}")
-    # The next step (another episode, the same shapes) runs the graphs traced already. (A
-    # cell is traced twice in the first episode: its initial state does not require grad,
-    # later states do, and Dynamo guards on that.)
+    # The next step (another episode, the same shapes) runs the graphs traced already.
     traced = counter.frame_count
     step(1)
     assert counter.frame_count == traced, f"{case.name}: step 1 traced again (a recompile)"

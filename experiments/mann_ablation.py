@@ -1,0 +1,143 @@
+"""MANN ablations (issue 12): one change at a time, each run judged on the same held-out
+episodes at fixed intervals, so that curves of different runs compare point by point.
+
+The data are those of ``experiments/results.sh`` (the official small background sets,
+alphabet-disjoint split, seed 0; rotations as extra training classes unless
+``--no-rotation-classes``); training is PyTorch (the library's MANN, whole-episode
+``torch.compile`` with ``--compile``), one thread by default so that two runs share a
+2-core machine. Every ``--eval-every`` steps the model is evaluated on the same
+``--eval-episodes`` held-out episodes (``metalearn_shared.training.evaluate_sequences``,
+seed 0) and a row is appended to ``OUT.jsonl``; ``--plot`` draws the 2nd-instance curves of
+several such files.
+
+    python experiments/mann_ablation.py --out runs/mann-abl/key.jsonl
+    python experiments/mann_ablation.py --write-vector add --out runs/mann-abl/add.jsonl
+    python experiments/mann_ablation.py --plot runs/mann-abl/*.jsonl --out docs/images/mann-ablations.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=os.environ.get("METALEARN_OMNIGLOT_DIR",
+                                                        "../shared/data/omniglot"))
+    p.add_argument("--write-vector", default="key", choices=("key", "add"))
+    p.add_argument("--optimizer", default="adam", help="a trainer optimiser name")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--clip", type=float, default=0.0, help="gradient-norm clip (0: none)")
+    p.add_argument("--batch", type=int, default=16, help="episodes per step")
+    p.add_argument("--rotate", action="store_true",
+                   help="per-episode augmentation: each class rotated by a random quarter turn")
+    p.add_argument("--no-rotation-classes", action="store_true")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--eval-episodes", type=int, default=320)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--plot", nargs="+", default=None, metavar="JSONL",
+                   help="draw these runs' held-out curves instead of training")
+    p.add_argument("--out", required=True)
+    return p.parse_args(argv)
+
+
+def plot(runs: list[str], out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for path in runs:
+        rows = [r for r in map(json.loads, Path(path).read_text().splitlines())
+                if "episodes" in r]  # the first line holds the run's arguments
+        x = [r["episodes"] / 1000 for r in rows]
+        for ax, k in zip(axes, ("1", "2"), strict=True):
+            ax.plot(x, [r["per_instance"][k] for r in rows], label=Path(path).stem)
+    for ax, k in zip(axes, ("1st", "2nd"), strict=True):
+        ax.set(xlabel="training episodes (thousands)", ylabel=f"{k} instance accuracy, %",
+               title=f"held-out, {k} presentation")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
+def train(a: argparse.Namespace) -> None:
+    import torch
+
+    from metalearn_shared.episodes import SequenceSampler
+    from metalearn_shared.models.mann import MANNConfig
+    from metalearn_shared.training import evaluate_sequences, load_splits
+    from metalearn_torch.models import build_model
+    from metalearn_torch.optimizers import make_optimizer
+
+    torch.set_num_threads(a.threads)
+    config = MANNConfig(image_size=20, num_classes=5, write_vector=a.write_vector)
+    model = build_model(config, seed=a.seed)
+    forward = torch.compile(model) if a.compile else model
+    train_data, test_data = load_splits("omniglot", a.data_dir, 20,
+                                        not a.no_rotation_classes, a.seed)
+    sampler = SequenceSampler(train_data, 5, 10, seed=a.seed, rotate=a.rotate)
+    opt = make_optimizer(a.optimizer, model.parameters(), lr=a.lr)
+    loss_fn = model.make_loss()
+
+    def logits(x: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.as_tensor(x), torch.as_tensor(prev)).numpy()
+        model.train()
+        return out
+
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    with open(a.out, "w") as log:
+        log.write(json.dumps({"args": vars(a), "train_classes": train_data.num_classes,
+                              "test_classes": test_data.num_classes}) + "\n")
+        for step in range(a.steps + 1):
+            if step % a.eval_every == 0:
+                per, overall = evaluate_sequences(logits, test_data, 5, 10, a.eval_episodes, seed=0)
+                row = {"step": step, "episodes": step * a.batch,
+                       "minutes": round((time.perf_counter() - t0) / 60, 2),
+                       "train_loss": float(np.mean(losses)) if losses else None,
+                       "overall": round(100 * overall.mean, 2),
+                       "per_instance": {k: round(100 * v.mean, 1) for k, v in per.items()}}
+                losses = []
+                print(json.dumps(row), flush=True)
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+            if step == a.steps:
+                break
+            (x, prev), y = model.inputs_and_target(sampler.batch(step * a.batch, a.batch))
+            loss = loss_fn(forward(x, prev), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if a.clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
+            opt.step()
+            losses.append(float(loss.detach()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _args(argv)
+    if a.plot:
+        plot(a.plot, a.out)
+    else:
+        train(a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
