@@ -7,12 +7,12 @@ alphabet-disjoint split, seed 0; rotations as extra training classes unless
 ``torch.compile`` with ``--compile``), one thread by default so that two runs share a
 2-core machine. Every ``--eval-every`` steps the model is evaluated on the same
 ``--eval-episodes`` held-out episodes (``metalearn_shared.training.evaluate_sequences``,
-seed 0) and a row is appended to ``OUT.jsonl``; ``--plot`` draws the 2nd-instance curves of
-several such files.
+seed 0) and a row is appended to ``OUT.jsonl``; ``--plot`` draws the 1st-, 2nd- and
+10th-instance curves of several such files. The runs of ``docs/results.md``:
 
-    python experiments/mann_ablation.py --out runs/mann-abl/key.jsonl
-    python experiments/mann_ablation.py --write-vector add --out runs/mann-abl/add.jsonl
-    python experiments/mann_ablation.py --plot runs/mann-abl/*.jsonl --out docs/images/mann-ablations.png
+    python experiments/mann_ablation.py --compile --steps 5000 --eval-every 500 --out runs/mann-abl/key.jsonl
+    python experiments/mann_ablation.py --compile --steps 5000 --eval-every 500 --write-vector add --out runs/mann-abl/add.jsonl
+    python experiments/mann_ablation.py --plot runs/mann-abl/key.jsonl runs/mann-abl/add.jsonl --out docs/images/mann-ablation-write-vector.png
 """
 
 from __future__ import annotations
@@ -57,14 +57,15 @@ def plot(runs: list[str], out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    instances = (("1", "1st"), ("2", "2nd"), ("10", "10th"))
+    fig, axes = plt.subplots(1, len(instances), figsize=(13, 3.6))
     for path in runs:
         rows = [r for r in map(json.loads, Path(path).read_text().splitlines())
                 if "episodes" in r]  # the first line holds the run's arguments
         x = [r["episodes"] / 1000 for r in rows]
-        for ax, k in zip(axes, ("1", "2"), strict=True):
+        for ax, (k, _) in zip(axes, instances, strict=True):
             ax.plot(x, [r["per_instance"][k] for r in rows], label=Path(path).stem)
-    for ax, k in zip(axes, ("1st", "2nd"), strict=True):
+    for ax, (_, k) in zip(axes, instances, strict=True):
         ax.set(xlabel="training episodes (thousands)", ylabel=f"{k} instance accuracy, %",
                title=f"held-out, {k} presentation")
         ax.grid(alpha=0.3)
