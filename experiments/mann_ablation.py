@@ -102,7 +102,7 @@ def train(a: argparse.Namespace) -> None:
         return out
 
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     t0 = time.perf_counter()
     with open(a.out, "w") as log:
         log.write(json.dumps({"args": vars(a), "train_classes": train_data.num_classes,
@@ -112,7 +112,8 @@ def train(a: argparse.Namespace) -> None:
                 per, overall = evaluate_sequences(logits, test_data, 5, 10, a.eval_episodes, seed=0)
                 row = {"step": step, "episodes": step * a.batch,
                        "minutes": round((time.perf_counter() - t0) / 60, 2),
-                       "train_loss": float(np.mean(losses)) if losses else None,
+                       # one host sync per evaluation, not per step
+                       "train_loss": float(torch.stack(losses).mean()) if losses else None,
                        "overall": round(100 * overall.mean, 2),
                        "per_instance": {k: round(100 * v.mean, 1) for k, v in per.items()}}
                 losses = []
@@ -128,7 +129,7 @@ def train(a: argparse.Namespace) -> None:
             if a.clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
             opt.step()
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,7 +80,6 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.continue_on_collection_errors = True
 
 
-
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (the README runs ``-n 2 --dist loadgroup``), the tests that share a

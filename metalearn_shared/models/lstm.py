@@ -276,13 +276,23 @@ SEQUENCE_DEFAULTS = registry.TrainDefaults(batch=16, lr=1e-4, optimizer="rmsprop
 
 def sequence_spec(**fields: Any) -> registry.ModelSpec:
     """A :class:`~metalearn_shared.registry.ModelSpec` with what every sequence model shares:
-    family, task contract, config from ``--size``/``--ways``, defaults."""
+    family, task contract, config from ``--size``/``--ways`` and the model's own options,
+    defaults."""
     cls = fields["config_cls"]
+    # A model's own options (``fields["options"]``) name config fields: given on the command
+    # line they go into the config, and ``metalearn eval`` reads them back from it.
+    own = [o.dest for o in fields.get("options", ())]
+
+    def config_from_args(args: Any, size: int) -> Any:
+        given = {k: getattr(args, k) for k in own if getattr(args, k, None) is not None}
+        return cls(image_size=size, num_classes=args.ways, **given)
+
     return registry.ModelSpec(**{
         "family": "sequence",
         "inputs_and_target": inputs_and_target,
-        "config_from_args": lambda args, size: cls(image_size=size, num_classes=args.ways),
-        "args_from_config": lambda c: {"size": c.image_size, "ways": c.num_classes},
+        "config_from_args": config_from_args,
+        "args_from_config": lambda c: {"size": c.image_size, "ways": c.num_classes,
+                                       **{k: getattr(c, k) for k in own}},
         "defaults": SEQUENCE_DEFAULTS,
         "reference_loss": lambda target, logits: float(
             losses.sequence_cross_entropy(target, logits).mean()),

@@ -335,12 +335,7 @@ SPEC = registry.register_model(sequence_spec(
     # Small enough to be quick, large enough that the LRUA reuses every slot (50 steps x 3
     # heads over 16 slots); then the paper's sizes (128 x 40 memory, 4 heads), forward only.
     parity_cases=_parity_cases,
-    # Every sequence model's (--size, --ways), plus what the LRUA writes.
-    config_from_args=lambda args, size: MANNConfig(
-        image_size=size, num_classes=args.ways,
-        write_vector=getattr(args, "write_vector", None) or "key"),
-    args_from_config=lambda c: {"size": c.image_size, "ways": c.num_classes,
-                                "write_vector": c.write_vector},
+    # --write-vector maps onto the config field of its name (sequence_spec).
     options=(registry.Option(("--write-vector",), {
         "default": None, "choices": WRITE_VECTORS,
         "help": "mann: what the LRUA writes: key (the paper's Eq. 23, default) or add (a "

@@ -90,8 +90,8 @@ class MANNCell(nn.Module):
         self.key = glorot_dense(nn.Linear(units, heads * width))
         self.alpha = glorot_dense(nn.Linear(units, heads))
         self.classifier = glorot_dense(nn.Linear(units + heads * width, config.label_size))
-        if config.write_vector == "add":
-            self.add = glorot_dense(nn.Linear(units, heads * width))
+        self.add = (glorot_dense(nn.Linear(units, heads * width))
+                    if config.write_vector == "add" else None)
 
     def initial_state(self, batch_size: int, like: torch.Tensor) -> MANNState:
         """The spec's initial state, in ``like``'s dtype and device."""
@@ -110,7 +110,7 @@ class MANNCell(nn.Module):
     def written(self, h: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """What the heads write (spec, ``write_vector``): the keys ``(B, H, W)``, or the add
         vectors ``tanh(add(h))``."""
-        if self.config.write_vector == "key":
+        if self.add is None:
             return keys
         return torch.tanh(self.add(h)).view_as(keys)
 
