@@ -12,6 +12,8 @@ import argparse
 from collections.abc import Callable
 
 from metalearn_shared import models, registry
+from metalearn_shared.data import HOLDOUT_HELP, parse_holdout
+from metalearn_shared.evaluation import PROTOCOLS
 from metalearn_shared.optimizers import OPTIMIZER_NAMES
 from metalearn_shared.parity import DIRECTIONS
 
@@ -44,6 +46,15 @@ def count(minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = "integer"
     return parse
+
+
+def _holdout(text: str) -> str:
+    """argparse type: a ``--holdout`` value, checked (:func:`parse_holdout`)."""
+    try:
+        parse_holdout(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -118,6 +129,8 @@ def _add_common_model_args(p: argparse.ArgumentParser, from_checkpoint: bool = F
                    help="rotations by 90/180/270 degrees as extra training classes" + ckpt)
     p.add_argument("--seed", type=int, default=None if from_checkpoint else 0,
                    help="weights, alphabet split and episodes" + ckpt)
+    p.add_argument("--holdout", type=_holdout, default=None if from_checkpoint else "auto",
+                   metavar="SPLIT", help=HOLDOUT_HELP + ckpt)
     p.add_argument("--batch", type=int, default=None,
                    help="pairs / episodes / sequences per step (default: the model's: "
                         + ", ".join(f"{s.name} {s.defaults.batch}" for s in models.specs()) + ")")
@@ -165,6 +178,11 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     _add_common_model_args(p, from_checkpoint=True)
     p.add_argument("checkpoint", help="canonical .safetensors (or .keras for --framework tf)")
     p.add_argument("--episodes", type=int, default=1000, help="held-out episodes")
+    p.add_argument("--protocol", default="episodes", choices=PROTOCOLS,
+                   help="episodes: --episodes random held-out episodes of --ways/--shots/"
+                        "--queries; lake-within-alphabet: --episodes of Lake et al.'s one-shot "
+                        "trials (20 characters of one held-out alphabet, one training and one "
+                        "test drawing each, by different drawers)")
     p.add_argument("--lake-runs", default=None, help="folder of the official 20-run one-shot format")
     p.add_argument("--out", default=None, help="folder for eval.json and plots")
 

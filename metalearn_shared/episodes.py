@@ -1,4 +1,5 @@
-"""Episode samplers: few-shot episodes, verification pairs and MANN sequences.
+"""Episode samplers: few-shot episodes, Lake's within-alphabet trials, verification pairs
+and MANN sequences.
 
 Determinism:
     Episode ``i`` of a sampler with seed ``s`` is drawn from its own generator,
@@ -51,6 +52,7 @@ __all__ = [
     "STRING_LENGTH",
     "SequenceEpisode",
     "SequenceSampler",
+    "WithinAlphabetSampler",
     "episode_rng",
 ]
 
@@ -214,6 +216,106 @@ class FewShotSampler(_Sampler):
             support_x=_to_float(images[support_index]),  # (B, N*K, H, W)
             support_y=np.tile(np.repeat(np.arange(n, dtype=np.int64), k), (size, 1)),
             query_x=_to_float(images[query_index]),  # (B, N*Q, H, W)
+            query_y=np.tile(np.repeat(np.arange(n, dtype=np.int64), q), (size, 1)),
+            classes=classes,
+            support_index=support_index,
+            query_index=query_index,
+        )
+
+
+# -- Lake's within-alphabet one-shot trials ----------------------------------------------
+class WithinAlphabetSampler(_Sampler):
+    """Lake et al.'s one-shot classification trials (Science 2015): every class of a trial
+    comes from one alphabet, and the training and test drawings are by different drawers.
+
+    Trial ``i`` draws an alphabet uniformly among the *eligible* ones (at least ``ways``
+    characters with ``shots + queries`` drawings each), ``ways`` distinct characters of it in
+    random order, and ``shots + queries`` distinct drawer positions shared by all of them:
+    the support set is every character's drawings at the first ``shots`` positions, the
+    queries those at the others. Omniglot's drawings of a character are 20 drawers' (files
+    ``<id>_<drawer>.png``, read in file-name order), so a query is never by the drawer of
+    its class's support image, and, where a drawer number is the same person across an
+    alphabet's characters, all training images of a trial are one person's and all test
+    images another's, as in Lake's runs. With the defaults (20-way, 1 shot, 1 query) a
+    trial is one of Lake's runs: 20 test images, each matched against 20 training images.
+
+    Returns :class:`FewShotEpisode` (class-major), like :class:`FewShotSampler`.
+
+    Args:
+        dataset: classes with alphabets (Omniglot, glyphs).
+        ways: characters per trial (20 in Lake's protocol).
+        shots: training drawings per character (1).
+        queries: test drawings per character (1).
+        seed: non-negative integer; trial ``i`` depends only on ``(seed, i)``.
+
+    Attributes:
+        alphabets: the eligible alphabets, in the dataset's order.
+        skipped: ``{alphabet: characters}`` of the alphabets with fewer than ``ways``
+            characters large enough, which no trial uses.
+
+    Raises:
+        ValueError: no alphabet has ``ways`` characters with ``shots + queries`` drawings.
+    """
+
+    def __init__(self, dataset: ImageDataset, ways: int = 20, shots: int = 1,
+                 queries: int = 1, seed: int = 0) -> None:
+        owner = type(self).__name__
+        self.dataset = dataset
+        self.ways = _count(owner, "ways", ways)
+        self.shots = _count(owner, "shots", shots)
+        self.queries = _count(owner, "queries", queries)
+        self.seed = _count(owner, "seed", seed, minimum=0)
+        need = self.shots + self.queries
+        names = [c.alphabet for c in dataset.classes]
+        members: dict[str, list[int]] = {}
+        for cls, name in enumerate(names):
+            if dataset.counts[cls] >= need:
+                members.setdefault(name, []).append(cls)
+        self.alphabets = tuple(a for a in dataset.alphabets if len(members.get(a, [])) >= self.ways)
+        self.skipped = {a: len(members.get(a, [])) for a in dataset.alphabets
+                        if a not in self.alphabets}
+        if not self.alphabets:
+            sizes = ", ".join(f"{a} {n}" for a, n in self.skipped.items()) or "none"
+            raise ValueError(
+                f"{owner}: a {self.ways}-way within-alphabet trial needs an alphabet with "
+                f"{self.ways} characters of at least shots + queries = {need} drawings; "
+                f"'{dataset.name}' has none (characters per alphabet: {sizes}). Lower ways, or "
+                "hold out alphabets with more characters.")
+        self._members = [np.asarray(members[a], dtype=np.int64) for a in self.alphabets]
+
+    def episode(self, i: int) -> FewShotEpisode:
+        """Trial ``i``: support ``(N*K, H, W)``, queries ``(N*Q, H, W)``, class-major."""
+        return _unbatch(self.batch(self._index(i), 1))
+
+    def alphabet(self, i: int) -> str:
+        """The alphabet of trial ``i``."""
+        return self.alphabets[self._alphabet(episode_rng(self.seed, self._index(i)))]
+
+    def _alphabet(self, rng: np.random.Generator) -> int:
+        return int(rng.random() * len(self.alphabets))
+
+    def batch(self, start: int, size: int) -> FewShotEpisode:
+        """Trials ``start .. start + size - 1`` stacked: every field gains a leading ``B``."""
+        n, k, q = self.ways, self.shots, self.queries
+        start, size = self._range(start, size)
+        classes = np.empty((size, n), dtype=np.int64)  # (B, N)
+        index = np.empty((size, n, k + q), dtype=np.int64)  # (B, N, K+Q)
+        by_class, counts = self.dataset.by_class, self.dataset.counts
+        for e, i in enumerate(range(start, start + size)):
+            rng = episode_rng(self.seed, i)
+            members = self._members[self._alphabet(rng)]
+            m = members.size
+            classes[e] = members[_distinct(rng, np.array([m]), n, m, m)[0]]
+            drawers = int(counts[classes[e]].min())  # positions every chosen class has
+            pos = _distinct(rng, np.array([drawers]), k + q, drawers, drawers)[0]  # (K+Q,)
+            index[e] = by_class[classes[e][:, None], pos[None, :]]
+        support_index = index[:, :, :k].reshape(size, n * k)
+        query_index = index[:, :, k:].reshape(size, n * q)
+        images = self.dataset.images
+        return FewShotEpisode(
+            support_x=_to_float(images[support_index]),
+            support_y=np.tile(np.repeat(np.arange(n, dtype=np.int64), k), (size, 1)),
+            query_x=_to_float(images[query_index]),
             query_y=np.tile(np.repeat(np.arange(n, dtype=np.int64), q), (size, 1)),
             classes=classes,
             support_index=support_index,

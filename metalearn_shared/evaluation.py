@@ -11,7 +11,13 @@ import numpy as np
 
 from metalearn_shared import training as T
 
-__all__ = ["ModelFns", "evaluate", "lake_runs", "main_eval", "recorded_data", "resolve_eval_data"]
+__all__ = ["PROTOCOLS", "ModelFns", "evaluate", "lake_runs", "main_eval", "recorded_data",
+           "resolve_eval_data"]
+
+#: ``metalearn eval --protocol``: random episodes of the held-out classes (``--ways``,
+#: ``--shots``, ``--queries``), or Lake et al.'s within-alphabet 20-way one-shot trials on
+#: the held-out alphabets (:func:`metalearn_shared.training.evaluate_within_alphabet`).
+PROTOCOLS = ("episodes", "lake-within-alphabet")
 
 
 class ModelFns:
@@ -30,14 +36,30 @@ class ModelFns:
 
 
 def evaluate(fns: ModelFns, setup: T.TrainSetup, episodes: int, out: Path | None = None,
-             label: str = "") -> dict[str, Any]:
-    """Evaluate on held-out classes; write ``eval.json`` (and the per-instance PNG) to ``out``."""
+             label: str = "", protocol: str = "episodes") -> dict[str, Any]:
+    """Evaluate on held-out classes; write ``eval.json`` (and the per-instance PNG) to ``out``.
+
+    ``protocol`` (:data:`PROTOCOLS`): ``episodes`` draws ``episodes`` random episodes of the
+    setup's ways/shots/queries; ``lake-within-alphabet`` runs ``episodes`` of Lake's 20-way
+    within-alphabet trials instead (few-shot and pair models).
+    """
     if episodes < 1:
         raise ValueError(f"--episodes must be at least 1; got {episodes}.")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol must be one of {PROTOCOLS}; got {protocol!r}.")
     report: dict[str, Any] = {"model": setup.model_config.model, "episodes": episodes,
+                              "protocol": protocol,
                               "test_classes": setup.test_data.num_classes,
                               "test_alphabets": list(setup.test_data.alphabets)}
-    if setup.family == "sequence":
+    if protocol == "lake-within-alphabet":
+        if setup.family == "sequence":
+            raise ValueError(f"--protocol {protocol} classifies images against one training "
+                             f"image per class; {setup.model_config.model} is a sequence model "
+                             "(use --protocol episodes).")
+        report["within_alphabet"] = T.evaluate_within_alphabet(
+            fns.predict, setup.test_data, episodes, setup.train.seed)
+        report["accuracy"] = report["within_alphabet"]["accuracy"]
+    elif setup.family == "sequence":
         per, overall = T.evaluate_sequences(fns.logits, setup.test_data, setup.ways,
                                             setup.samples_per_class, episodes, setup.train.seed)
         report["ways"] = setup.ways
@@ -75,7 +97,8 @@ def lake_runs(fns: ModelFns, root: str | Path, size: int) -> dict[str, Any]:
 #: What ``metalearn eval`` takes from the checkpoint when the command line does not say,
 #: and the defaults for a checkpoint that records nothing (written before metalearn 0.x
 #: recorded its data, or converted from elsewhere).
-_DATA_KEYS = {"dataset": "glyphs", "data_dir": None, "seed": 0, "rotations": False}
+_DATA_KEYS = {"dataset": "glyphs", "data_dir": None, "seed": 0, "rotations": False,
+              "holdout": "auto"}
 
 
 def recorded_data(meta: dict[str, Any], checkpoint: str | Path) -> dict[str, Any] | None:
@@ -151,13 +174,24 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
     where = f" from {args.data_dir}" if args.data_dir else ""
     alphabets = list(setup.test_data.alphabets)
     shown = ", ".join(alphabets[:4]) + (f", … ({len(alphabets)} alphabets)" if len(alphabets) > 4 else "")
-    print(f"metalearn eval: evaluating on {args.dataset}{where}, held-out split of seed "
-          f"{args.seed}: {setup.test_data.num_classes} classes ({shown}), "
+    print(f"metalearn eval: evaluating on {args.dataset}{where}, held-out alphabets of "
+          f"--holdout {args.holdout} (seed {args.seed}): {setup.test_data.num_classes} classes "
+          f"({shown}), "
           f"{args.size}×{args.size} px", file=sys.stderr)
     fns = make_fns(model)
     out = Path(args.out) if args.out else None
-    report = evaluate(fns, setup, args.episodes, out, label=f"{cfg.model} ({framework})")
-    report["data"] = {**setup.data, "split": "held-out alphabets"}
+    protocol = getattr(args, "protocol", "episodes")
+    if setup.test_data.num_classes:
+        report = evaluate(fns, setup, args.episodes, out, label=f"{cfg.model} ({framework})",
+                          protocol=protocol)
+        report["data"] = {**setup.data, "split": "held-out alphabets"}
+    elif args.lake_runs:  # trained on every alphabet: the official runs are the evaluation
+        report = {"model": cfg.model, "data": {**setup.data, "split": "none held out"}}
+    else:
+        raise ValueError(f"the checkpoint was trained with --holdout {args.holdout}: no "
+                         "alphabet is held out to evaluate on. Evaluate on the official runs "
+                         "(--lake-runs DIR), or on another split with --holdout (its alphabets "
+                         "were seen in training, so that accuracy is not held-out).")
     if args.lake_runs:
         report["lake_runs"] = lake_runs(fns, args.lake_runs, args.size)
     report["checkpoint_step"] = meta.get("step")

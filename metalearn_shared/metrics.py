@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AccuracyCI", "accuracy_ci", "per_instance_accuracy", "DEFAULT_INSTANCES"]
+__all__ = ["AccuracyCI", "accuracy_ci", "fold_ci", "per_instance_accuracy", "DEFAULT_INSTANCES"]
 
 #: Presentations reported by Santoro et al. (2016), Table 1 (1-based).
 DEFAULT_INSTANCES = (1, 2, 3, 4, 5, 10)
@@ -42,6 +42,29 @@ def accuracy_ci(correct_per_episode: np.ndarray) -> AccuracyCI:
         raise ValueError("accuracy_ci needs at least one episode; got an empty array.")
     std = acc.std(ddof=1) if acc.size > 1 else 0.0
     return AccuracyCI(float(acc.mean()), float(1.96 * std / np.sqrt(acc.size)), int(acc.size))
+
+
+#: Two-sided 95% quantiles of Student's t for 1 .. 10 degrees of freedom.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def fold_ci(fold_means: np.ndarray) -> AccuracyCI:
+    """Mean over cross-validation folds with a Student-t 95% interval.
+
+    Formula:
+        ``mean ± t(0.975, n - 1) · std / sqrt(n)`` (ddof = 1): a few folds are a small
+        sample, so the normal quantile of :func:`accuracy_ci` would overstate the precision;
+        beyond 11 folds the normal 1.96 is used.
+
+    Args:
+        fold_means: ``(n,)`` each fold's accuracy, ``n >= 2``.
+    """
+    acc = np.asarray(fold_means, dtype=np.float64).ravel()
+    if acc.size < 2:
+        raise ValueError(f"fold_ci needs at least two folds; got {acc.size}.")
+    t = _T95[acc.size - 2] if acc.size - 1 <= len(_T95) else 1.96
+    return AccuracyCI(float(acc.mean()), float(t * acc.std(ddof=1) / np.sqrt(acc.size)),
+                      int(acc.size))
 
 
 def per_instance_accuracy(

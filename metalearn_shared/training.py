@@ -24,7 +24,12 @@ import numpy as np
 
 from metalearn_shared.config import ModelConfig, TrainConfig
 from metalearn_shared.data.dataset import ImageDataset
-from metalearn_shared.episodes import FewShotSampler, PairSampler, SequenceSampler
+from metalearn_shared.episodes import (
+    FewShotSampler,
+    PairSampler,
+    SequenceSampler,
+    WithinAlphabetSampler,
+)
 from metalearn_shared.metrics import AccuracyCI, accuracy_ci, per_instance_accuracy
 
 __all__ = [
@@ -44,6 +49,7 @@ __all__ = [
     "NonFiniteLoss",
     "plot_curves",
     "evaluate_fewshot",
+    "evaluate_within_alphabet",
     "evaluate_sequences",
     "plot_per_instance",
     "write_json",
@@ -105,7 +111,8 @@ class TrainSetup:
     samples_per_class: int
     files: RunFiles
     #: What the data was: ``dataset``, ``data_dir`` (absolute, or None for the default
-    #: search), ``seed`` (of the alphabet split), ``size``, ``rotations``. Written to
+    #: search), ``seed`` (of the alphabet split), ``size``, ``rotations``, ``holdout``
+    #: (which alphabets are held out, :func:`metalearn_shared.data.holdout_split`). Written to
     #: ``run.json`` and the checkpoints, so ``metalearn eval`` evaluates on the same data.
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -125,13 +132,16 @@ class TrainSetup:
 
 
 def load_splits(dataset: str, data_dir: str | None, size: int, rotations: bool,
-                seed: int, num_classes: int | None = None) -> tuple[ImageDataset, ImageDataset]:
+                seed: int, num_classes: int | None = None,
+                holdout: str = "auto") -> tuple[ImageDataset, ImageDataset]:
     """Alphabet-disjoint train / test datasets.
 
-    Omniglot: the official background / evaluation split when both are present, else a
-    seeded 75/25 alphabet split (small1 + small2: 6 / 2 of the 8 alphabets). Glyphs: a
-    seeded 75/25 split of its synthetic alphabets. Rotations by 90/180/270 become new
-    classes of the *training* split only (test classes stay as drawn).
+    ``holdout`` chooses the held-out alphabets (:func:`metalearn_shared.data.holdout_split`):
+    by default (``auto``) the official background / evaluation split of Omniglot when both
+    are present, else a seeded 75/25 alphabet split (small1 + small2: 6 / 2 of the 8
+    alphabets; glyphs: of its synthetic alphabets); ``fold:I/K`` for alphabet
+    cross-validation; ``none`` to train on every alphabet. Rotations by 90/180/270 become
+    new classes of the *training* split only (test classes stay as drawn).
     """
     from metalearn_shared import data
 
@@ -139,12 +149,7 @@ def load_splits(dataset: str, data_dir: str | None, size: int, rotations: bool,
     if dataset == "glyphs" and not num_classes:
         extra = {"num_classes": 400}
     ds = data.load_dataset(dataset, data_dir=data_dir, size=size, seed=seed, **extra)
-    bg = set(data.omniglot.BACKGROUND_ALPHABETS)
-    ev = set(data.omniglot.EVALUATION_ALPHABETS)
-    if dataset == "omniglot" and set(ds.alphabets) & bg and set(ds.alphabets) & ev:
-        train, test = data.omniglot.official_split(ds)
-    else:
-        train, test = data.omniglot.split_by_alphabet(ds, (0.75, 0.25), seed=seed)
+    train, test = data.holdout_split(ds, holdout, seed=seed)
     if rotations:
         train = data.add_rotations(train)
     return train, test
@@ -155,6 +160,7 @@ def setup_from_args(args: Any) -> TrainSetup:
     spec (:mod:`metalearn_shared.registry`) maps them onto its config and fills what the
     command line leaves unset (image size, batch, learning rate, optimiser)."""
     from metalearn_shared import models
+    from metalearn_shared.data import parse_holdout
 
     spec = models.get(args.model)
     defaults = spec.defaults
@@ -169,11 +175,18 @@ def setup_from_args(args: Any) -> TrainSetup:
         log_every=max(1, min(50, (getattr(args, "steps", 0) or 50) // 20)),
         checkpoint_every=getattr(args, "checkpoint_every", 0) or 0,
     )
-    train_ds, test_ds = load_splits(args.dataset, args.data_dir, size, args.rotations, args.seed)
+    holdout = getattr(args, "holdout", None) or "auto"
+    if getattr(args, "eval_episodes", 0) and parse_holdout(holdout).kind == "none":
+        raise ValueError("--eval-episodes evaluates on held-out alphabets, but --holdout none "
+                         "holds none out; drop --eval-episodes and evaluate the checkpoint "
+                         "externally (metalearn eval --lake-runs DIR), or hold alphabets out.")
+    train_ds, test_ds = load_splits(args.dataset, args.data_dir, size, args.rotations, args.seed,
+                                    holdout=holdout)
     out = getattr(args, "out", None) or "runs/latest"
     data = {"dataset": args.dataset,
             "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
-            "seed": args.seed, "size": size, "rotations": bool(args.rotations)}
+            "seed": args.seed, "size": size, "rotations": bool(args.rotations),
+            "holdout": holdout}
     return TrainSetup(config, train, spec.family, train_ds, test_ds, args.ways, args.shots,
                       args.queries, args.samples_per_class, RunFiles(Path(out)), data)
 
@@ -336,6 +349,21 @@ def plot_curves(logs: Sequence[Path], out: Path, labels: Sequence[str] | None = 
 PredictFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
+def _episode_accuracies(predict: PredictFn, sampler: FewShotSampler | WithinAlphabetSampler,
+                        episodes: int, desc: str, progress: bool) -> np.ndarray:
+    """Each episode's query accuracy, ``(episodes,)``."""
+    acc = np.empty(episodes)
+    it = range(episodes)
+    if progress and interactive():
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=desc, leave=False)
+    for i in it:
+        ep = sampler.episode(i)
+        acc[i] = np.mean(np.asarray(predict(ep.support_x, ep.support_y, ep.query_x)) == ep.query_y)
+    return acc
+
+
 def evaluate_fewshot(predict: PredictFn, data: ImageDataset, ways: int, shots: int,
                      queries: int, episodes: int, seed: int,
                      progress: bool = True) -> AccuracyCI:
@@ -347,16 +375,33 @@ def evaluate_fewshot(predict: PredictFn, data: ImageDataset, ways: int, shots: i
             training stream of the same seed.
     """
     sampler = FewShotSampler(data, ways, shots, queries, seed=seed + 1_000_003)
-    acc = np.empty(episodes)
-    it = range(episodes)
-    if progress and interactive():
-        from tqdm import tqdm
+    return accuracy_ci(_episode_accuracies(predict, sampler, episodes,
+                                           f"eval {ways}-way {shots}-shot", progress))
 
-        it = tqdm(it, desc=f"eval {ways}-way {shots}-shot", leave=False)
-    for i in it:
-        ep = sampler.episode(i)
-        acc[i] = np.mean(np.asarray(predict(ep.support_x, ep.support_y, ep.query_x)) == ep.query_y)
-    return accuracy_ci(acc)
+
+def evaluate_within_alphabet(predict: PredictFn, data: ImageDataset, trials: int, seed: int,
+                             ways: int = 20, progress: bool = True) -> dict[str, Any]:
+    """Lake et al.'s within-alphabet one-shot protocol on held-out alphabets
+    (:class:`metalearn_shared.episodes.WithinAlphabetSampler`): ``trials`` trials of ``ways``
+    characters of one alphabet, one training and one test drawing each (by different drawers).
+
+    Returns:
+        ``{"ways", "trials", "accuracy": {"mean", "ci95"}, "error", "per_alphabet":
+        {alphabet: {"trials", "accuracy"}}, "skipped_alphabets": {alphabet: characters}}``;
+        the CI is over trials (each trial's accuracy on its ``ways`` test images).
+    """
+    sampler = WithinAlphabetSampler(data, ways, 1, 1, seed=seed + 1_000_003)
+    acc = _episode_accuracies(predict, sampler, trials, f"eval within-alphabet {ways}-way",
+                              progress)
+    which = np.array([sampler.alphabet(i) for i in range(trials)])
+    overall = accuracy_ci(acc)
+    return {"ways": ways, "trials": trials,
+            "accuracy": {"mean": overall.mean, "ci95": overall.ci95},
+            "error": 1.0 - overall.mean,
+            "per_alphabet": {a: {"trials": int((which == a).sum()),
+                                 "accuracy": float(acc[which == a].mean())}
+                             for a in sampler.alphabets if (which == a).any()},
+            "skipped_alphabets": dict(sampler.skipped)}
 
 
 def evaluate_sequences(logits_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metalearn_shared.metrics import accuracy_ci, per_instance_accuracy
+from metalearn_shared.metrics import accuracy_ci, fold_ci, per_instance_accuracy
 
 
 def test_accuracy_ci_formula():
@@ -18,6 +18,17 @@ def test_accuracy_ci_single_and_empty():
     assert accuracy_ci([0.5]).ci95 == 0.0
     with pytest.raises(ValueError, match="at least one episode"):
         accuracy_ci([])
+
+
+def test_fold_ci_uses_student_t():
+    folds = np.array([0.70, 0.80, 0.75, 0.85])
+    r = fold_ci(folds)
+    assert r.mean == pytest.approx(0.775) and r.n == 4
+    assert r.ci95 == pytest.approx(3.182 * folds.std(ddof=1) / 2)  # t(0.975, 3)
+    assert fold_ci(np.full(20, 0.5) + np.arange(20) / 100).ci95 == pytest.approx(
+        1.96 * (np.arange(20) / 100).std(ddof=1) / np.sqrt(20))
+    with pytest.raises(ValueError, match="at least two folds"):
+        fold_ci([0.9])
 
 
 def test_per_instance_accuracy():

@@ -50,7 +50,7 @@ def test_eval_defaults_to_the_training_data(fw, glyph_run, tmp_path, capsys):
     _, test = load_splits("glyphs", None, 28, False, seed=5)
     assert report["test_alphabets"] == list(test.alphabets)
     assert report["data"]["seed"] == 5 and report["data"]["dataset"] == "glyphs"
-    assert "evaluating on glyphs, held-out split of seed 5" in err and "warning" not in err
+    assert "evaluating on glyphs, held-out alphabets of --holdout auto (seed 5)" in err and "warning" not in err
 
 
 def test_checkpoint_carries_its_data_when_moved(glyph_run, tmp_path, capsys):

@@ -42,10 +42,18 @@ from metalearn_shared.data.omniglot_files import (
 )
 from metalearn_shared.data.preprocess import DataError, add_rotations, invert_bool, invert_uint8
 from metalearn_shared.data.resize import resize_batch
-from metalearn_shared.data.splits import official_split, split_by_alphabet
+from metalearn_shared.data.splits import (
+    HOLDOUT_HELP,
+    alphabet_folds,
+    holdout_split,
+    official_split,
+    parse_holdout,
+    split_by_alphabet,
+)
 
 __all__ = [
     "DATASETS",
+    "HOLDOUT_HELP",
     "ENV_DIR",
     "NAMED_SETS",
     "OFFICIAL",
@@ -56,12 +64,14 @@ __all__ = [
     "OneShotRun",
     "RunsResult",
     "add_rotations",
+    "alphabet_folds",
     "atomic_path",
     "atomic_write",
     "cache_dir",
     "download",
     "evaluate_runs",
     "find_official",
+    "holdout_split",
     "info",
     "invert_bool",
     "invert_uint8",
@@ -71,6 +81,7 @@ __all__ = [
     "md5_file",
     "merge_datasets",
     "official_split",
+    "parse_holdout",
     "pixel_cost",
     "preview_png",
     "read_runs",
