@@ -38,7 +38,6 @@ import tensorflow as tf
 from metalearn_shared import distributed as D
 from metalearn_shared import training as T
 from metalearn_tf.models import objective
-from metalearn_tf.models.backbones import batchnorm_statistics
 
 __all__ = ["STRATEGIES", "make_strategy", "is_chief", "requested", "DistributedStep", "main",
            "train_distributed", "main_train", "teacher_forced_equivalence"]
@@ -180,7 +179,12 @@ def train_distributed(model: keras.Model, setup: T.TrainSetup, strategy: tf.dist
     ``model`` must have been built under ``strategy.scope()``.
     """
     from metalearn_tf.checkpoint import save_checkpoint, set_canonical
-    from metalearn_tf.train import _load_train_state, _save_train_state, make_optimizer
+    from metalearn_tf.train import (
+        _load_train_state,
+        _save_train_state,
+        make_optimizer,
+        run_settings,
+    )
 
     cfg, files = setup.train, setup.files
     e = D.meta_batch_size(setup.family, cfg.batch, meta_batch)
@@ -197,9 +201,8 @@ def train_distributed(model: keras.Model, setup: T.TrainSetup, strategy: tf.dist
     log = None
     if chief:
         files.root.mkdir(parents=True, exist_ok=True)
-        T.write_json(files.config, {**setup.describe(), "framework": "keras", "meta_batch": e,
-                                    "world": world, "strategy": type(strategy).__name__,
-                                    "batchnorm_statistics": batchnorm_statistics()})
+        T.write_json(files.config, {**setup.describe(), **run_settings(), "meta_batch": e,
+                                    "world": world, "strategy": type(strategy).__name__})
         log = T.CSVLog(files.log, "keras", resume_step=start if resume else None)
     sampler = T.train_sampler(setup)
     from tqdm import tqdm

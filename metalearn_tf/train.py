@@ -24,7 +24,14 @@ from metalearn_tf.models import build_model
 from metalearn_tf.models.backbones import batchnorm_statistics
 from metalearn_tf.optimizers import OPTIMIZER_SETTINGS
 
-__all__ = ["EpisodeDataset", "make_optimizer", "train", "main_train", "OPTIMIZER_SETTINGS"]
+__all__ = ["EpisodeDataset", "make_optimizer", "run_settings", "train", "main_train",
+           "OPTIMIZER_SETTINGS"]
+
+
+def run_settings() -> dict[str, Any]:
+    """What a Keras run records in ``run.json`` besides its setup (the trainer and the
+    distributed runner alike): the framework and how BatchNorm computes its statistics."""
+    return {"framework": "keras", "batchnorm_statistics": batchnorm_statistics()}
 
 
 def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
@@ -168,8 +175,7 @@ def train(model: keras.Model, setup: T.TrainSetup, resume: bool = False, compile
     if resume:
         set_canonical(model, files.resume_weights())
         start, window = _load_train_state(model, files.train_state)
-    T.write_json(files.config, {**setup.describe(), "framework": "keras",
-                                "batchnorm_statistics": batchnorm_statistics()})
+    T.write_json(files.config, {**setup.describe(), **run_settings()})
     bar_on = T.interactive() if progress is None else progress
     log = T.CSVLog(files.log, "keras", resume_step=start if resume else None,
                    echo=not bar_on, total_steps=cfg.steps)

@@ -46,7 +46,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from metalearn_shared import distributed as D
 from metalearn_shared import training as T
-from metalearn_shared.allocator import malloc_setting
 from metalearn_torch.models import objective
 
 __all__ = ["DistContext", "MODES", "init_from_env", "shutdown", "requested", "wrap",
@@ -203,7 +202,12 @@ def train_distributed(model: nn.Module, setup: T.TrainSetup, meta_batch: int | N
         ``{"steps": ..., "final_loss": ..., "meta_batch": ..., "world": ...}``.
     """
     from metalearn_torch.checkpoint import save_checkpoint, set_canonical
-    from metalearn_torch.train import _load_train_state, _save_train_state, make_optimizer
+    from metalearn_torch.train import (
+        _load_train_state,
+        _save_train_state,
+        make_optimizer,
+        run_settings,
+    )
 
     ctx = ctx or DistContext()
     cfg, files = setup.train, setup.files
@@ -219,9 +223,8 @@ def train_distributed(model: nn.Module, setup: T.TrainSetup, meta_batch: int | N
     log = None
     if ctx.is_main:
         files.root.mkdir(parents=True, exist_ok=True)
-        T.write_json(files.config, {**setup.describe(), "framework": "torch", "meta_batch": e,
-                                    "world": ctx.world, "distributed_mode": mode,
-                                    "malloc": malloc_setting()})
+        T.write_json(files.config, {**setup.describe(), **run_settings(), "meta_batch": e,
+                                    "world": ctx.world, "distributed_mode": mode})
         log = T.CSVLog(files.log, "torch", resume_step=start if resume else None)
     sampler = T.train_sampler(setup)
     model.train()

@@ -25,7 +25,13 @@ from metalearn_torch.checkpoint import save_checkpoint, set_canonical
 from metalearn_torch.models import build_model, objective
 from metalearn_torch.optimizers import OPTIMIZER_SETTINGS
 
-__all__ = ["make_optimizer", "train", "main_train", "OPTIMIZER_SETTINGS"]
+__all__ = ["make_optimizer", "run_settings", "train", "main_train", "OPTIMIZER_SETTINGS"]
+
+
+def run_settings() -> dict[str, Any]:
+    """What a torch run records in ``run.json`` besides its setup (the trainer and the
+    distributed runner alike): the framework and the malloc setting applied at start."""
+    return {"framework": "torch", "malloc": malloc_setting()}
 
 
 def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -89,8 +95,7 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
     if resume:
         set_canonical(model, files.resume_weights())
         start, window = _load_train_state(opt, files.train_state)
-    T.write_json(files.config, {**setup.describe(), "framework": "torch",
-                                "malloc": malloc_setting()})
+    T.write_json(files.config, {**setup.describe(), **run_settings()})
     bar_on = T.interactive() if progress is None else progress
     log = T.CSVLog(files.log, "torch", resume_step=start if resume else None,
                    echo=not bar_on, total_steps=cfg.steps)
