@@ -32,6 +32,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=os.environ.get("METALEARN_OMNIGLOT_DIR",
                                                         "../shared/data/omniglot"))
     p.add_argument("--write-vector", default="key", choices=("key", "add"))
+    p.add_argument("--memory-slots", type=int, default=128, help="memory rows N")
+    p.add_argument("--read-heads", type=int, default=4)
     p.add_argument("--optimizer", default="adam", help="a trainer optimiser name")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--clip", type=float, default=0.0, help="gradient-norm clip (0: none)")
@@ -85,7 +87,8 @@ def train(a: argparse.Namespace) -> None:
     from metalearn_torch.optimizers import make_optimizer
 
     torch.set_num_threads(a.threads)
-    config = MANNConfig(image_size=20, num_classes=5, write_vector=a.write_vector)
+    config = MANNConfig(image_size=20, num_classes=5, write_vector=a.write_vector,
+                        memory_slots=a.memory_slots, read_heads=a.read_heads)
     model = build_model(config, seed=a.seed)
     forward = torch.compile(model) if a.compile else model
     train_data, test_data = load_splits("omniglot", a.data_dir, 20,
@@ -105,7 +108,8 @@ def train(a: argparse.Namespace) -> None:
     losses: list[torch.Tensor] = []
     t0 = time.perf_counter()
     with open(a.out, "w") as log:
-        log.write(json.dumps({"args": vars(a), "train_classes": train_data.num_classes,
+        log.write(json.dumps({"args": vars(a), "model": config.to_dict(),
+                              "train_classes": train_data.num_classes,
                               "test_classes": test_data.num_classes}) + "\n")
         for step in range(a.steps + 1):
             if step % a.eval_every == 0:
