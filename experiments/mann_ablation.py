@@ -8,10 +8,14 @@ alphabet-disjoint split, seed 0; rotations as extra training classes unless
 2-core machine. Every ``--eval-every`` steps the model is evaluated on the same
 ``--eval-episodes`` held-out episodes (``metalearn_shared.training.evaluate_sequences``,
 seed 0) and a row is appended to ``OUT.jsonl``; ``--plot`` draws the 1st-, 2nd- and
-10th-instance curves of several such files. The runs of ``docs/results.md``:
+10th-instance curves of several such files. At every evaluation the weights
+(``OUT.safetensors``, canonical: ``metalearn eval`` reads it) and the optimiser state are
+written, so ``--resume`` continues a run (``--steps`` is the total). The runs of
+``docs/results.md``:
 
     python experiments/mann_ablation.py --compile --steps 5000 --eval-every 500 --out runs/mann-abl/key.jsonl
     python experiments/mann_ablation.py --compile --steps 5000 --eval-every 500 --write-vector add --out runs/mann-abl/add.jsonl
+    python experiments/mann_ablation.py --compile --batch 4 --steps 40000 --eval-every 2000 --out runs/mann-abl/key-batch4.jsonl
     python experiments/mann_ablation.py --plot runs/mann-abl/key.jsonl runs/mann-abl/add.jsonl --out docs/images/mann-ablation-write-vector.png
 """
 
@@ -47,6 +51,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT's checkpoint (OUT.safetensors, written at every "
+                        "evaluation with the optimiser state beside it), appending to OUT.jsonl")
     p.add_argument("--plot", nargs="+", default=None, metavar="JSONL",
                    help="draw these runs' held-out curves instead of training")
     p.add_argument("--out", required=True)
@@ -104,18 +111,38 @@ def train(a: argparse.Namespace) -> None:
         model.train()
         return out
 
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    from metalearn_torch.checkpoint import save_checkpoint, set_canonical
+    from metalearn_torch.train import _load_train_state, _save_train_state
+
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The weights (canonical, `metalearn eval` reads them) and the optimiser state, written
+    # atomically at every evaluation, so a run can stop and continue across sessions.
+    ckpt, state = out.with_suffix(".safetensors"), out.with_suffix(".state.safetensors")
+    start = 0
+    if a.resume:
+        from metalearn_shared.weights import load_canonical
+
+        if not ckpt.exists() or not state.exists():
+            raise SystemExit(f"--resume: {ckpt} or {state} is missing; start without --resume.")
+        set_canonical(model, load_canonical(ckpt)[0])
+        start, _ = _load_train_state(opt, state)
     losses: list[torch.Tensor] = []
     t0 = time.perf_counter()
-    with open(a.out, "w") as log:
-        log.write(json.dumps({"args": vars(a), "model": config.to_dict(),
-                              "train_classes": train_data.num_classes,
-                              "test_classes": test_data.num_classes}) + "\n")
-        for step in range(a.steps + 1):
-            if step % a.eval_every == 0:
+    minutes0 = 0.0
+    if a.resume:  # the clock continues from the last row written
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        minutes0 = max(r.get("minutes", 0.0) for r in rows)
+    with open(out, "a" if a.resume else "w") as log:
+        if not a.resume:
+            log.write(json.dumps({"args": vars(a), "model": config.to_dict(),
+                                  "train_classes": train_data.num_classes,
+                                  "test_classes": test_data.num_classes}) + "\n")
+        for step in range(start, a.steps + 1):
+            if step % a.eval_every == 0 and not (a.resume and step == start):
                 per, overall = evaluate_sequences(logits, test_data, 5, 10, a.eval_episodes, seed=0)
                 row = {"step": step, "episodes": step * a.batch,
-                       "minutes": round((time.perf_counter() - t0) / 60, 2),
+                       "minutes": round(minutes0 + (time.perf_counter() - t0) / 60, 2),
                        # one host sync per evaluation, not per step
                        "train_loss": float(torch.stack(losses).mean()) if losses else None,
                        "overall": round(100 * overall.mean, 2),
@@ -124,6 +151,10 @@ def train(a: argparse.Namespace) -> None:
                 print(json.dumps(row), flush=True)
                 log.write(json.dumps(row) + "\n")
                 log.flush()
+                save_checkpoint(model, ckpt, step=step, data={
+                    "dataset": "omniglot", "data_dir": str(Path(a.data_dir).resolve()),
+                    "seed": a.seed, "size": 20, "rotations": not a.no_rotation_classes})
+                _save_train_state(opt, state, step)
             if step == a.steps:
                 break
             (x, prev), y = model.inputs_and_target(sampler.batch(step * a.batch, a.batch))

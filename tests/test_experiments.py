@@ -42,6 +42,20 @@ def test_mann_ablation_trains_evaluates_and_plots(tmp_path, monkeypatch):
     assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["episodes"] == 4
     assert rows[0]["train_loss"] is None and rows[-1]["train_loss"] > 0
     assert set(rows[-1]["per_instance"]) >= {"1", "2", "10"}
+    # continue from the checkpoint written at the last evaluation, appending to the log
+    assert script.main(["--data-dir", folder, "--write-vector", "add", "--memory-slots", "16",
+                        "--read-heads", "2", "--steps", "4", "--eval-every", "1",
+                        "--eval-episodes", "4", "--batch", "2", "--out", str(out),
+                        "--resume"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()][1:]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert rows[3]["minutes"] >= rows[2]["minutes"]
+    from metalearn.cli import main as cli
+
+    assert cli(["eval", str(tmp_path / "add.safetensors"), "--episodes", "4",
+                "--out", str(tmp_path / "ev")]) == 0
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert report["checkpoint_step"] == 4 and report["data"]["dataset"] == "omniglot"
     png = tmp_path / "curves.png"
     assert script.main(["--plot", str(out), "--out", str(png)]) == 0
     assert png.stat().st_size > 0
