@@ -56,11 +56,20 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                         "evaluation with the optimiser state beside it), appending to OUT.jsonl")
     p.add_argument("--plot", nargs="+", default=None, metavar="JSONL",
                    help="draw these runs' held-out curves instead of training")
+    p.add_argument("--x", default="episodes", choices=("episodes", "step", "minutes"),
+                   help="--plot: the curves' x axis (training episodes, optimiser steps, or "
+                        "minutes of the run)")
     p.add_argument("--out", required=True)
     return p.parse_args(argv)
 
 
-def plot(runs: list[str], out: str) -> None:
+#: --plot's x axes: (row key, scale, label).
+_AXES = {"episodes": ("episodes", 1e-3, "training episodes (thousands)"),
+         "step": ("step", 1e-3, "optimiser steps (thousands)"),
+         "minutes": ("minutes", 1.0, "minutes of training (one thread)")}
+
+
+def plot(runs: list[str], out: str, axis: str = "episodes") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,11 +80,12 @@ def plot(runs: list[str], out: str) -> None:
     for path in runs:
         rows = [r for r in map(json.loads, Path(path).read_text().splitlines())
                 if "episodes" in r]  # the first line holds the run's arguments
-        x = [r["episodes"] / 1000 for r in rows]
+        key, scale, xlabel = _AXES[axis]
+        x = [r[key] * scale for r in rows]
         for ax, (k, _) in zip(axes, instances, strict=True):
             ax.plot(x, [r["per_instance"][k] for r in rows], label=Path(path).stem)
     for ax, (_, k) in zip(axes, instances, strict=True):
-        ax.set(xlabel="training episodes (thousands)", ylabel=f"{k} instance accuracy, %",
+        ax.set(xlabel=_AXES[axis][2], ylabel=f"{k} instance accuracy, %",
                title=f"held-out, {k} presentation")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
@@ -170,7 +180,7 @@ def train(a: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     if a.plot:
-        plot(a.plot, a.out)
+        plot(a.plot, a.out, a.x)
     else:
         train(a)
     return 0

@@ -57,8 +57,9 @@ def test_mann_ablation_trains_evaluates_and_plots(tmp_path, monkeypatch):
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert report["checkpoint_step"] == 4 and report["data"]["dataset"] == "omniglot"
     png = tmp_path / "curves.png"
-    assert script.main(["--plot", str(out), "--out", str(png)]) == 0
-    assert png.stat().st_size > 0
+    for axis in ("episodes", "minutes"):
+        assert script.main(["--plot", str(out), "--x", axis, "--out", str(png)]) == 0
+        assert png.stat().st_size > 0
 
 
 def test_lake_cv_trains_and_evaluates_every_fold(tmp_path, monkeypatch):
