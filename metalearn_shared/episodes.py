@@ -154,6 +154,25 @@ def episode_rng(seed: int, i: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, i]))
 
 
+def _fewshot_batch(images: np.ndarray, classes: np.ndarray, index: np.ndarray,
+                   shots: int) -> FewShotEpisode:
+    """Episodes from drawn classes ``(B, N)`` and dataset indices ``(B, N, K+Q)``: the first
+    ``shots`` instances of each class are its support images, the rest its queries."""
+    size, n, m = index.shape
+    support_index = index[:, :, :shots].reshape(size, n * shots)  # (B, N*K) class-major
+    query_index = index[:, :, shots:].reshape(size, n * (m - shots))  # (B, N*Q)
+    labels = np.arange(n, dtype=np.int64)
+    return FewShotEpisode(
+        support_x=_to_float(images[support_index]),  # (B, N*K, H, W)
+        support_y=np.tile(np.repeat(labels, shots), (size, 1)),
+        query_x=_to_float(images[query_index]),  # (B, N*Q, H, W)
+        query_y=np.tile(np.repeat(labels, m - shots), (size, 1)),
+        classes=classes,
+        support_index=support_index,
+        query_index=query_index,
+    )
+
+
 # -- few-shot episodes -----------------------------------------------------------------
 class FewShotSampler(_Sampler):
     """N-way K-shot episodes with Q queries per class (Vinyals et al. 2016; Snell et al. 2017).
@@ -209,18 +228,7 @@ class FewShotSampler(_Sampler):
             cls, idx = _choose(rng, self._pool, 1, n, k + q)
             classes[e] = cls[0]
             index[e] = idx[0]
-        support_index = index[:, :, :k].reshape(size, n * k)  # (B, N*K) class-major
-        query_index = index[:, :, k:].reshape(size, n * q)  # (B, N*Q)
-        images = self.dataset.images
-        return FewShotEpisode(
-            support_x=_to_float(images[support_index]),  # (B, N*K, H, W)
-            support_y=np.tile(np.repeat(np.arange(n, dtype=np.int64), k), (size, 1)),
-            query_x=_to_float(images[query_index]),  # (B, N*Q, H, W)
-            query_y=np.tile(np.repeat(np.arange(n, dtype=np.int64), q), (size, 1)),
-            classes=classes,
-            support_index=support_index,
-            query_index=query_index,
-        )
+        return _fewshot_batch(self.dataset.images, classes, index, k)
 
 
 # -- Lake's within-alphabet one-shot trials ----------------------------------------------
@@ -309,18 +317,7 @@ class WithinAlphabetSampler(_Sampler):
             drawers = int(counts[classes[e]].min())  # positions every chosen class has
             pos = _distinct(rng, np.array([drawers]), k + q, drawers, drawers)[0]  # (K+Q,)
             index[e] = by_class[classes[e][:, None], pos[None, :]]
-        support_index = index[:, :, :k].reshape(size, n * k)
-        query_index = index[:, :, k:].reshape(size, n * q)
-        images = self.dataset.images
-        return FewShotEpisode(
-            support_x=_to_float(images[support_index]),
-            support_y=np.tile(np.repeat(np.arange(n, dtype=np.int64), k), (size, 1)),
-            query_x=_to_float(images[query_index]),
-            query_y=np.tile(np.repeat(np.arange(n, dtype=np.int64), q), (size, 1)),
-            classes=classes,
-            support_index=support_index,
-            query_index=query_index,
-        )
+        return _fewshot_batch(self.dataset.images, classes, index, k)
 
 
 # -- verification pairs ----------------------------------------------------------------
