@@ -295,13 +295,6 @@ class WithinAlphabetSampler(_Sampler):
         """Trial ``i``: support ``(N*K, H, W)``, queries ``(N*Q, H, W)``, class-major."""
         return _unbatch(self.batch(self._index(i), 1))
 
-    def alphabet(self, i: int) -> str:
-        """The alphabet of trial ``i``."""
-        return self.alphabets[self._alphabet(episode_rng(self.seed, self._index(i)))]
-
-    def _alphabet(self, rng: np.random.Generator) -> int:
-        return int(rng.random() * len(self.alphabets))
-
     def batch(self, start: int, size: int) -> FewShotEpisode:
         """Trials ``start .. start + size - 1`` stacked: every field gains a leading ``B``."""
         n, k, q = self.ways, self.shots, self.queries
@@ -311,7 +304,7 @@ class WithinAlphabetSampler(_Sampler):
         by_class, counts = self.dataset.by_class, self.dataset.counts
         for e, i in enumerate(range(start, start + size)):
             rng = episode_rng(self.seed, i)
-            members = self._members[self._alphabet(rng)]
+            members = self._members[int(rng.random() * len(self._members))]  # the alphabet
             m = members.size
             classes[e] = members[_distinct(rng, np.array([m]), n, m, m)[0]]
             drawers = int(counts[classes[e]].min())  # positions every chosen class has

@@ -350,9 +350,11 @@ PredictFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 def _episode_accuracies(predict: PredictFn, sampler: FewShotSampler | WithinAlphabetSampler,
-                        episodes: int, desc: str, progress: bool) -> np.ndarray:
-    """Each episode's query accuracy, ``(episodes,)``."""
+                        episodes: int, desc: str,
+                        progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each episode's query accuracy ``(episodes,)`` and its classes ``(episodes, N)``."""
     acc = np.empty(episodes)
+    classes = np.empty((episodes, sampler.ways), dtype=np.int64)
     it = range(episodes)
     if progress and interactive():
         from tqdm import tqdm
@@ -361,7 +363,8 @@ def _episode_accuracies(predict: PredictFn, sampler: FewShotSampler | WithinAlph
     for i in it:
         ep = sampler.episode(i)
         acc[i] = np.mean(np.asarray(predict(ep.support_x, ep.support_y, ep.query_x)) == ep.query_y)
-    return acc
+        classes[i] = ep.classes
+    return acc, classes
 
 
 def evaluate_fewshot(predict: PredictFn, data: ImageDataset, ways: int, shots: int,
@@ -375,8 +378,9 @@ def evaluate_fewshot(predict: PredictFn, data: ImageDataset, ways: int, shots: i
             training stream of the same seed.
     """
     sampler = FewShotSampler(data, ways, shots, queries, seed=seed + 1_000_003)
-    return accuracy_ci(_episode_accuracies(predict, sampler, episodes,
-                                           f"eval {ways}-way {shots}-shot", progress))
+    acc, _ = _episode_accuracies(predict, sampler, episodes, f"eval {ways}-way {shots}-shot",
+                                 progress)
+    return accuracy_ci(acc)
 
 
 def evaluate_within_alphabet(predict: PredictFn, data: ImageDataset, trials: int, seed: int,
@@ -391,9 +395,9 @@ def evaluate_within_alphabet(predict: PredictFn, data: ImageDataset, trials: int
         the CI is over trials (each trial's accuracy on its ``ways`` test images).
     """
     sampler = WithinAlphabetSampler(data, ways, 1, 1, seed=seed + 1_000_003)
-    acc = _episode_accuracies(predict, sampler, trials, f"eval within-alphabet {ways}-way",
-                              progress)
-    which = np.array([sampler.alphabet(i) for i in range(trials)])
+    acc, classes = _episode_accuracies(predict, sampler, trials,
+                                       f"eval within-alphabet {ways}-way", progress)
+    which = np.array([data.classes[c].alphabet for c in classes[:, 0]])  # one per trial
     overall = accuracy_ci(acc)
     return {"ways": ways, "trials": trials,
             "accuracy": {"mean": overall.mean, "ci95": overall.ci95},

@@ -100,7 +100,7 @@ def test_trials_are_one_alphabet_with_drawers_apart(glyphs):
     for i in range(40):
         ep = s.episode(i)
         alphabets = {glyphs.classes[c].alphabet for c in ep.classes}
-        assert alphabets == {s.alphabet(i)}
+        assert len(alphabets) == 1 and alphabets <= set(s.alphabets)
         seen |= alphabets
         assert len(set(ep.classes.tolist())) == 20
         assert np.array_equal(glyphs.labels[ep.support_index], ep.classes)  # class-major
