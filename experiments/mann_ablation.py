@@ -99,7 +99,7 @@ def train(a: argparse.Namespace) -> None:
 
     from metalearn_shared.episodes import SequenceSampler
     from metalearn_shared.models.mann import MANNConfig
-    from metalearn_shared.training import evaluate_sequences, load_splits
+    from metalearn_shared.training import data_record, evaluate_sequences, load_splits
     from metalearn_torch.models import build_model
     from metalearn_torch.optimizers import make_optimizer
 
@@ -161,9 +161,8 @@ def train(a: argparse.Namespace) -> None:
                 print(json.dumps(row), flush=True)
                 log.write(json.dumps(row) + "\n")
                 log.flush()
-                save_checkpoint(model, ckpt, step=step, data={
-                    "dataset": "omniglot", "data_dir": str(Path(a.data_dir).resolve()),
-                    "seed": a.seed, "size": 20, "rotations": not a.no_rotation_classes})
+                save_checkpoint(model, ckpt, step=step, data=data_record(
+                    "omniglot", a.data_dir, a.seed, 20, not a.no_rotation_classes))
                 _save_train_state(opt, state, step)
             if step == a.steps:
                 break

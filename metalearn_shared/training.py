@@ -37,6 +37,7 @@ __all__ = [
     "RunFiles",
     "TrainSetup",
     "setup_from_args",
+    "data_record",
     "load_splits",
     "train_sampler",
     "step_batch",
@@ -155,6 +156,15 @@ def load_splits(dataset: str, data_dir: str | None, size: int, rotations: bool,
     return train, test
 
 
+def data_record(dataset: str, data_dir: str | None, seed: int, size: int, rotations: bool,
+                holdout: str = "auto") -> dict[str, Any]:
+    """What the data of a run was (:attr:`TrainSetup.data`), as written to ``run.json`` and
+    the checkpoints, so that ``metalearn eval`` rebuilds the same held-out split."""
+    return {"dataset": dataset,
+            "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+            "seed": seed, "size": size, "rotations": bool(rotations), "holdout": holdout}
+
+
 def setup_from_args(args: Any) -> TrainSetup:
     """Build a :class:`TrainSetup` from ``metalearn train``/``eval`` arguments: the model's
     spec (:mod:`metalearn_shared.registry`) maps them onto its config and fills what the
@@ -183,10 +193,7 @@ def setup_from_args(args: Any) -> TrainSetup:
     train_ds, test_ds = load_splits(args.dataset, args.data_dir, size, args.rotations, args.seed,
                                     holdout=holdout)
     out = getattr(args, "out", None) or "runs/latest"
-    data = {"dataset": args.dataset,
-            "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
-            "seed": args.seed, "size": size, "rotations": bool(args.rotations),
-            "holdout": holdout}
+    data = data_record(args.dataset, args.data_dir, args.seed, size, args.rotations, holdout)
     return TrainSetup(config, train, spec.family, train_ds, test_ds, args.ways, args.shots,
                       args.queries, args.samples_per_class, RunFiles(Path(out)), data)
 
