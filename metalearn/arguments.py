@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Callable
 
 from metalearn_shared import models, registry
+from metalearn_shared.augment import AUGMENTS
 from metalearn_shared.data import HOLDOUT_HELP, parse_holdout
 from metalearn_shared.evaluation import PROTOCOLS
 from metalearn_shared.optimizers import OPTIMIZER_NAMES
@@ -164,6 +165,12 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
                    + ", ".join(f"{s.name} {s.defaults.optimizer}" for s in models.specs())
                    + "). adam/rmsprop/sgd = each framework's own class; "
                    "NAME-torch / NAME-keras = that library's update rule in both frameworks")
+    p.add_argument("--augment", default="none", choices=tuple(AUGMENTS), metavar="NAME",
+                   help="per-image affine distortion of every training image: "
+                        + " | ".join(AUGMENTS) + ". koch = Koch et al. 2015 (rotation ±10°, "
+                        "shear, scale, shift, each with p 0.5); santoro = the MANN reference "
+                        "implementation's (rotation ±30°, shift ≤ 10/105 of the side). "
+                        "Held-out episodes are never distorted")
     p.add_argument("--out", default="runs/latest", help="run folder: log.csv, checkpoints, curves.png")
     p.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
     p.add_argument("--checkpoint-every", type=count(0), default=500,

@@ -1,9 +1,11 @@
 """Image augmentation for the samplers: the affine distortions of Koch et al. (2015).
 
-:class:`KochAffine` holds the ranges of the seven distortion parameters;
+:class:`KochAffine` holds the ranges of the seven distortion parameters
+(:data:`SANTORO_AFFINE`: the MANN reference implementation's rotation and shift);
 :func:`_koch_params` draws them from an episode's generator and :func:`_affine_warp`
 applies them, so that an augmented pair batch stays a pure function of ``(seed, i)``.
-numpy only; used by :class:`~metalearn_shared.episodes.PairSampler`.
+numpy only; used by :class:`~metalearn_shared.episodes.PairSampler` and
+:class:`~metalearn_shared.episodes.SequenceSampler`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["KochAffine"]
+__all__ = ["AUGMENTS", "KochAffine", "SANTORO_AFFINE", "augment_spec"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,36 @@ class KochAffine:
     scale: tuple[float, float] = (0.8, 1.2)
     translation: float = 2.0 / 105.0
     p: float = 0.5
+
+
+#: The per-image augmentation of the MANN reference implementation (the Theano
+#: ``ntm-one-shot`` that matched Santoro et al. 2016): every image of an episode rotated by
+#: its own angle in [-30°, 30°] and shifted by up to 10 px of the native 105 px side (here a
+#: continuous shift of up to 10/105 of the side), no shear or scale, always applied.
+SANTORO_AFFINE = KochAffine(
+    rotation_deg=30.0, shear=0.0, scale=(1.0, 1.0), translation=10.0 / 105.0, p=1.0
+)
+
+
+#: Training augmentations by name (``metalearn train --augment``): per-image distortions of
+#: every training episode; evaluation episodes are never distorted.
+AUGMENTS: dict[str, KochAffine | None] = {
+    "none": None,
+    "koch": KochAffine(),
+    "santoro": SANTORO_AFFINE,
+}
+
+
+def augment_spec(name: str) -> KochAffine | None:
+    """The distortion ranges of a named augmentation (:data:`AUGMENTS`).
+
+    Raises:
+        ValueError: an unknown name, listing the known ones.
+    """
+    if name not in AUGMENTS:
+        raise ValueError(f"unknown augmentation {name!r}; choose one of "
+                         f"{', '.join(AUGMENTS)} (none = no distortion).")
+    return AUGMENTS[name]
 
 
 def _koch_params(

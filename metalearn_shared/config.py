@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from metalearn_shared.augment import augment_spec
 from metalearn_shared.optimizers import optimizer_entry
 
 __all__ = [
@@ -139,6 +140,8 @@ class TrainConfig(ConfigMixin):
         seed: seeds weights and episodes.
         log_every: CSV/progress interval in steps.
         checkpoint_every: checkpoint interval in steps (0 = only at the end).
+        augment: a name of :data:`metalearn_shared.augment.AUGMENTS`: per-image affine
+            distortion of the training episodes (``"none"``, ``"koch"``, ``"santoro"``).
     """
 
     steps: int = 1000
@@ -148,6 +151,8 @@ class TrainConfig(ConfigMixin):
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 0
+    augment: str = "none"
 
     def __post_init__(self) -> None:
         optimizer_entry(self.optimizer)  # ValueError listing the valid names
+        augment_spec(self.augment)  # ValueError listing the valid names

@@ -155,17 +155,21 @@ def episode_rng(seed: int, i: int) -> np.random.Generator:
 
 
 def _fewshot_batch(images: np.ndarray, classes: np.ndarray, index: np.ndarray,
-                   shots: int) -> FewShotEpisode:
+                   shots: int, params: np.ndarray | None = None) -> FewShotEpisode:
     """Episodes from drawn classes ``(B, N)`` and dataset indices ``(B, N, K+Q)``: the first
-    ``shots`` instances of each class are its support images, the rest its queries."""
+    ``shots`` instances of each class are its support images, the rest its queries;
+    ``params (B, N, K+Q, 7)``, when given, distorts each image (:func:`_affine_warp`)."""
     size, n, m = index.shape
     support_index = index[:, :, :shots].reshape(size, n * shots)  # (B, N*K) class-major
     query_index = index[:, :, shots:].reshape(size, n * (m - shots))  # (B, N*Q)
     labels = np.arange(n, dtype=np.int64)
+    x = _to_float(images[index])  # (B, N, K+Q, H, W)
+    if params is not None:
+        x = _affine_warp(x.reshape(-1, *x.shape[-2:]), params.reshape(-1, 7)).reshape(x.shape)
     return FewShotEpisode(
-        support_x=_to_float(images[support_index]),  # (B, N*K, H, W)
+        support_x=x[:, :, :shots].reshape(size, n * shots, *x.shape[-2:]),  # (B, N*K, H, W)
         support_y=np.tile(np.repeat(labels, shots), (size, 1)),
-        query_x=_to_float(images[query_index]),  # (B, N*Q, H, W)
+        query_x=x[:, :, shots:].reshape(size, n * (m - shots), *x.shape[-2:]),  # (B, N*Q, H, W)
         query_y=np.tile(np.repeat(labels, m - shots), (size, 1)),
         classes=classes,
         support_index=support_index,
@@ -187,6 +191,9 @@ class FewShotSampler(_Sampler):
         shots: support images per class, K.
         queries: query images per class, Q (0 gives support-only episodes).
         seed: non-negative integer; episode ``i`` depends only on ``(seed, i)``.
+        augment: ``True`` for :class:`KochAffine` defaults, or a :class:`KochAffine`; one
+            independent distortion per support and query image, drawn from the episode's
+            generator after the classes and instances (which stay those of ``augment=False``).
 
     Raises:
         ValueError: non-positive sizes, more ways than classes, or a class with fewer than
@@ -194,10 +201,12 @@ class FewShotSampler(_Sampler):
     """
 
     def __init__(
-        self, dataset: ImageDataset, ways: int, shots: int, queries: int, seed: int = 0
+        self, dataset: ImageDataset, ways: int, shots: int, queries: int, seed: int = 0,
+        augment: bool | KochAffine = False,
     ) -> None:
         owner = type(self).__name__
         self.dataset = dataset
+        self.augment = _augment_spec(augment)
         self.ways = _count(owner, "ways", ways)
         self.shots = _count(owner, "shots", shots)
         self.queries = _count(owner, "queries", queries, minimum=0)
@@ -224,11 +233,15 @@ class FewShotSampler(_Sampler):
         rngs = [episode_rng(self.seed, i) for i in range(start, start + size)]
         classes = np.empty((size, n), dtype=np.int64)  # (B, N)
         index = np.empty((size, n, k + q), dtype=np.int64)  # (B, N, K+Q)
+        # (B, N, K+Q, 7): one distortion per image
+        params = np.empty((size, n, k + q, 7), dtype=np.float32) if self.augment else None
         for e, rng in enumerate(rngs):
             cls, idx = _choose(rng, self._pool, 1, n, k + q)
             classes[e] = cls[0]
             index[e] = idx[0]
-        return _fewshot_batch(self.dataset.images, classes, index, k)
+            if params is not None:
+                params[e] = _koch_params(rng, self.augment, (n, k + q), self.dataset.image_shape)
+        return _fewshot_batch(self.dataset.images, classes, index, k, params)
 
 
 # -- Lake's within-alphabet one-shot trials ----------------------------------------------
@@ -343,10 +356,7 @@ class PairSampler(_Sampler):
         self.dataset = dataset
         self.batch_size = _count(owner, "batch", batch)
         self.seed = _count(owner, "seed", seed, minimum=0)
-        if isinstance(augment, KochAffine):
-            self.augment: KochAffine | None = augment
-        else:
-            self.augment = KochAffine() if augment else None
+        self.augment = _augment_spec(augment)
         # A different pair needs 2 classes; a same pair 2 instances of one class.
         _check_classes(
             owner,
@@ -397,6 +407,18 @@ class PairSampler(_Sampler):
         )
 
 
+def _augment_spec(augment: bool | KochAffine) -> KochAffine | None:
+    """A sampler's ``augment`` argument as a :class:`KochAffine`, or ``None`` for none."""
+    if isinstance(augment, KochAffine):
+        return augment
+    if isinstance(augment, (bool, np.bool_)):
+        return KochAffine() if augment else None
+    raise TypeError(
+        f"augment must be a bool or a KochAffine; found {type(augment).__name__} "
+        f"({augment!r}). Pass True for Koch's defaults or KochAffine(...) for other ranges."
+    )
+
+
 # -- MANN sequences --------------------------------------------------------------------
 class SequenceSampler(_Sampler):
     """Episodes for memory-augmented networks (Santoro et al. 2016).
@@ -418,6 +440,11 @@ class SequenceSampler(_Sampler):
             as in the paper's 15-way experiments.
         rotate: rotate all images of a class by the same random multiple of 90°, drawn per
             episode (the paper's augmentation); needs square images.
+        augment: ``True`` for :class:`KochAffine` defaults, or a :class:`KochAffine` such as
+            :data:`~metalearn_shared.augment.SANTORO_AFFINE` (the reference implementation's
+            per-image rotation and shift); one independent distortion per step's image,
+            drawn from the episode's generator after everything else, applied after
+            ``rotate``.
 
     Raises:
         ValueError: non-positive sizes, more ways than classes (or than 5**5 strings),
@@ -434,9 +461,11 @@ class SequenceSampler(_Sampler):
         seed: int = 0,
         labels: Literal["onehot", "string"] = "onehot",
         rotate: bool = False,
+        augment: bool | KochAffine = False,
     ) -> None:
         owner = type(self).__name__
         self.dataset = dataset
+        self.augment = _augment_spec(augment)
         self.ways = _count(owner, "ways", ways)
         self.samples_per_class = _count(owner, "samples_per_class", samples_per_class)
         self.seed = _count(owner, "seed", seed, minimum=0)
@@ -497,6 +526,8 @@ class SequenceSampler(_Sampler):
         slot = np.empty((size, full), dtype=np.int64)  # (B, T_full)
         strings = np.empty((size, n, STRING_LENGTH if string else 0), dtype=np.int64)
         turns = np.zeros((size, n), dtype=np.int64)  # (B, N) quarter turns per class
+        # (B, T_full, 7): one distortion per presentation, in presentation order
+        params = np.empty((size, full, 7), dtype=np.float32) if self.augment else None
         codes = np.full(1, _STRING_CODES, dtype=np.int64)  # (1,)
         for e, rng in enumerate(rngs):
             cls, idx = _choose(rng, self._pool, 1, n, per)
@@ -509,6 +540,8 @@ class SequenceSampler(_Sampler):
                 strings[e] = code[:, None] // _STRING_PLACES % STRING_ALPHABET
             if self.rotate:
                 turns[e] = (rng.random(n) * 4).astype(np.int64)
+            if params is not None:
+                params[e] = _koch_params(rng, self.augment, (full,), self.dataset.image_shape)
         # Presentation count: a stable sort groups each class's steps in time order, and
         # every class has exactly `per` steps, so ranks within a group are arange % per.
         order = np.argsort(slot, axis=1, kind="stable")  # (B, T_full)
@@ -526,7 +559,10 @@ class SequenceSampler(_Sampler):
                 sel = step_turns == quarter
                 if sel.any():
                     flat[sel] = np.rot90(flat[sel], quarter, axes=(1, 2))
-        x = _to_float(images.reshape(size, t, -1))  # (B, T, H*W)
+        x = _to_float(images)  # (B, T, H, W)
+        if params is not None:
+            x = _affine_warp(x.reshape(-1, *x.shape[-2:]), params[:, :t].reshape(-1, 7))
+        x = x.reshape(size, t, -1)  # (B, T, H*W)
 
         if string:
             y = strings[rows, slot]  # (B, T, 5)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from metalearn_shared.augment import augment_spec
 from metalearn_shared.config import ModelConfig, TrainConfig
 from metalearn_shared.data.dataset import ImageDataset
 from metalearn_shared.episodes import (
@@ -184,6 +185,7 @@ def setup_from_args(args: Any) -> TrainSetup:
         seed=args.seed,
         log_every=max(1, min(50, (getattr(args, "steps", 0) or 50) // 20)),
         checkpoint_every=getattr(args, "checkpoint_every", 0) or 0,
+        augment=getattr(args, "augment", None) or "none",
     )
     holdout = getattr(args, "holdout", None) or "auto"
     if getattr(args, "eval_episodes", 0) and parse_holdout(holdout).kind == "none":
@@ -201,11 +203,14 @@ def setup_from_args(args: Any) -> TrainSetup:
 def train_sampler(setup: TrainSetup) -> PairSampler | FewShotSampler | SequenceSampler:
     """The seeded sampler whose episode ``s`` (or batch ``s``) feeds training step ``s``."""
     seed = setup.train.seed
+    augment = augment_spec(setup.train.augment) or False
     if setup.family == "pairs":
-        return PairSampler(setup.train_data, setup.train.batch, seed=seed)
+        return PairSampler(setup.train_data, setup.train.batch, seed=seed, augment=augment)
     if setup.family == "fewshot":
-        return FewShotSampler(setup.train_data, setup.ways, setup.shots, setup.queries, seed=seed)
-    return SequenceSampler(setup.train_data, setup.ways, setup.samples_per_class, seed=seed)
+        return FewShotSampler(setup.train_data, setup.ways, setup.shots, setup.queries, seed=seed,
+                              augment=augment)
+    return SequenceSampler(setup.train_data, setup.ways, setup.samples_per_class, seed=seed,
+                           augment=augment)
 
 
 def step_batch(sampler: Any, family: str, step: int, batch: int) -> Any:

@@ -397,3 +397,56 @@ def test_bench_sampling_quick(capsys):
     benches = {line["bench"] for line in lines}
     assert {"env", "fewshot", "pairs", "sequences"} <= benches
     assert all(line["per_s"] > 0 for line in lines if "per_s" in line)
+
+
+@pytest.mark.parametrize("make", [
+    lambda d, a: SequenceSampler(d, 3, 4, seed=5, augment=a),
+    lambda d, a: FewShotSampler(d, 3, 2, 2, seed=5, augment=a),
+], ids=["sequence", "fewshot"])
+def test_augmented_episodes_keep_their_draws_and_move_only_pixels(make):
+    """Per-image distortion for the MANN and few-shot samplers: the classes, instances and
+    labels of ``augment=False``; deterministic; batch = stacked episodes; p = 0 changes
+    nothing; the reference implementation's rotation and shift move every image."""
+    from metalearn_shared.augment import SANTORO_AFFINE
+
+    dataset = make_dataset([6] * 8, shape=(12, 12), seed=9)
+    plain, aug = make(dataset, False), make(dataset, SANTORO_AFFINE)
+    p, a = plain.episode(3), aug.episode(3)
+    images = [n for n in p._fields if n in ("x", "support_x", "query_x")]
+    for name in p._fields:
+        if name not in images:
+            np.testing.assert_array_equal(getattr(a, name), getattr(p, name), err_msg=name)
+    assert_same(a, aug.episode(3))
+    batch = aug.batch(2, 3)
+    for b in range(3):
+        assert_same(type(a)(*(f[b] for f in batch)), aug.episode(2 + b))
+    for name in images:
+        moved = np.abs(getattr(a, name) - getattr(p, name))
+        assert (moved.reshape(moved.shape[0], -1).max(axis=1) > 1e-3).all(), name
+        assert getattr(a, name).min() >= 0 and getattr(a, name).max() <= 1 + 1e-6
+    never = make(dataset, KochAffine(p=0.0)).episode(3)
+    for name in images:
+        np.testing.assert_allclose(getattr(never, name), getattr(p, name), atol=1e-6)
+
+
+def test_augment_must_be_a_bool_or_ranges():
+    dataset = make_dataset([6] * 8, shape=(12, 12))
+    with pytest.raises(TypeError, match="bool or a KochAffine.*Pass True"):
+        SequenceSampler(dataset, 3, 4, augment="koch")
+
+
+def test_named_augmentations_reach_the_training_sampler():
+    """``metalearn train --augment NAME`` → TrainConfig.augment → the sampler's ranges; an
+    unknown name is refused with the known ones."""
+    from metalearn.cli import build_parser
+    from metalearn_shared import training as T
+    from metalearn_shared.augment import AUGMENTS
+    from metalearn_shared.config import TrainConfig
+
+    for name, spec in AUGMENTS.items():
+        args = build_parser().parse_args(["train", "--model", "protonet", "--augment", name])
+        setup = T.setup_from_args(args)
+        assert setup.train.augment == name
+        assert T.train_sampler(setup).augment == spec
+    with pytest.raises(ValueError, match="unknown augmentation 'twist'.*koch"):
+        TrainConfig(augment="twist")

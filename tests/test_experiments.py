@@ -32,16 +32,18 @@ def test_mann_ablation_trains_evaluates_and_plots(tmp_path, monkeypatch):
     script = _script("mann_ablation")
     out = tmp_path / "add.jsonl"
     assert script.main(["--data-dir", folder, "--write-vector", "add", "--rotate", "--clip", "1",
-                        "--memory-slots", "16", "--read-heads", "2",
+                        "--memory-slots", "16", "--read-heads", "2", "--augment", "santoro",
                         "--steps", "2", "--eval-every", "1", "--eval-episodes", "4",
                         "--batch", "2", "--out", str(out)]) == 0
     header, *rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert header["args"]["write_vector"] == "add" and header["test_classes"] > 0
+    assert header["args"]["augment"] == "santoro"
     assert header["model"]["memory_slots"] == 16 and header["model"]["read_heads"] == 2
     assert header["model"]["write_vector"] == "add"
     assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["episodes"] == 4
     assert rows[0]["train_loss"] is None and rows[-1]["train_loss"] > 0
     assert set(rows[-1]["per_instance"]) >= {"1", "2", "10"}
+    assert set(rows[-1]["train_per_instance"]) == set(rows[-1]["per_instance"])
     # continue from the checkpoint written at the last evaluation, appending to the log
     assert script.main(["--data-dir", folder, "--write-vector", "add", "--memory-slots", "16",
                         "--read-heads", "2", "--steps", "4", "--eval-every", "1",
