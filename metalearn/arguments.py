@@ -32,6 +32,13 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return text
         return super()._get_help_string(action)
 
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # Never break inside a hyphenated name (an optimiser, a model): wrap at spaces only.
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width,
+                             break_on_hyphens=False)
+
 
 def count(minimum: int) -> Callable[[str], int]:
     """argparse type: an integer ``>= minimum``, with the bound in the error."""

@@ -104,7 +104,8 @@ def _entries(*entries: OptimizerEntry) -> dict[str, OptimizerEntry]:
 #: pinned (Adam eps 1e-7; RMSprop rho 0.9, eps 1e-7 — the frameworks' defaults differ); the
 #: matched names use the named library's own defaults: torch Adam (0.9, 0.999, 1e-8),
 #: torch RMSprop (alpha 0.99, eps 1e-8), Keras Adam (0.9, 0.999, 1e-7), Keras RMSprop
-#: (rho 0.9, epsilon 1e-7), momentum 0, not centered.
+#: (rho 0.9, epsilon 1e-7), momentum 0, not centered; ``rmsprop-santoro`` is the MANN paper's
+#: setting under TF1's rule, which is Keras' rule with TF1's epsilon default.
 OPTIMIZERS: dict[str, OptimizerEntry] = _entries(
     OptimizerEntry("sgd", "sgd", None, {}, "each framework's SGD (no momentum)"),
     OptimizerEntry("adam", "adam", None, {"eps": 1e-7},
@@ -121,6 +122,11 @@ OPTIMIZERS: dict[str, OptimizerEntry] = _entries(
     OptimizerEntry("rmsprop-keras", "rmsprop", "keras",
                    {"rho": 0.9, "eps": 1e-7, "momentum": 0.0, "centered": False},
                    "Keras' RMSprop rule and defaults in both frameworks"),
+    OptimizerEntry("rmsprop-santoro", "rmsprop", "keras",
+                   {"rho": 0.95, "eps": 1e-10, "momentum": 0.9, "centered": False},
+                   "Santoro et al.'s MANN optimiser (RMSprop, decay 0.95, momentum 0.9) with "
+                   "TF1's RMSPropOptimizer rule (= Keras': eps 1e-10 inside the square root, "
+                   "lr inside the momentum buffer) in both frameworks"),
 )
 #: The valid names, in table order.
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(OPTIMIZERS)
