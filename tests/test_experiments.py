@@ -84,3 +84,12 @@ def test_lake_cv_trains_and_evaluates_every_fold(tmp_path, monkeypatch):
     stamp = (out / "fold1" / "checkpoint.safetensors").stat().st_mtime_ns
     assert script.main(argv) == 0
     assert (out / "fold1" / "checkpoint.safetensors").stat().st_mtime_ns == stamp
+    # --only: one fold of the two, evaluated again (trained above); no interval from one fold
+    assert script.main(["--only", "2", *argv]) == 0
+    one = json.loads((out / "summary.json").read_text())
+    assert [f["holdout"] for f in one["folds"]] == ["fold:2/2"] and one["of_folds"] == 2
+    assert one["within_alphabet_20way"]["ci95_over_folds"] is None
+    assert one["within_alphabet_20way"]["mean"] == summary["folds"][1]["within_alphabet_20way"]["mean"]
+    for bad in ("3", "0", "x"):
+        with pytest.raises(SystemExit):
+            script.main(["--only", bad, *argv])
