@@ -68,6 +68,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT's checkpoint (OUT.safetensors, written at every "
                         "evaluation with the optimiser state beside it), appending to OUT.jsonl")
+    p.add_argument("--resume-lr", type=float, default=None, metavar="LR",
+                   help="with --resume: continue at this learning rate (the optimiser state "
+                        "restores the run's own otherwise); recorded in the log")
     p.add_argument("--plot", nargs="+", default=None, metavar="JSONL",
                    help="draw these runs' held-out curves instead of training")
     p.add_argument("--x", default="episodes", choices=("episodes", "step", "minutes"),
@@ -152,6 +155,11 @@ def train(a: argparse.Namespace) -> None:
             raise SystemExit(f"--resume: {ckpt} or {state} is missing; start without --resume.")
         set_canonical(model, load_canonical(ckpt)[0])
         start, _ = _load_train_state(opt, state)
+        if a.resume_lr is not None:
+            for group in opt.param_groups:
+                group["lr"] = a.resume_lr
+    elif a.resume_lr is not None:
+        raise SystemExit("--resume-lr changes the learning rate of a resumed run; add --resume.")
     losses: list[torch.Tensor] = []
     t0 = time.perf_counter()
     minutes0 = 0.0
@@ -163,6 +171,8 @@ def train(a: argparse.Namespace) -> None:
             log.write(json.dumps({"args": vars(a), "model": config.to_dict(),
                                   "train_classes": train_data.num_classes,
                                   "test_classes": test_data.num_classes}) + "\n")
+        elif a.resume_lr is not None:
+            log.write(json.dumps({"resumed_at": start, "lr": a.resume_lr}) + "\n")
         for step in range(start, a.steps + 1):
             if step % a.eval_every == 0 and not (a.resume and step == start):
                 per, overall = evaluate_sequences(logits, test_data, 5, 10, a.eval_episodes, seed=0)

@@ -48,8 +48,14 @@ def test_mann_ablation_trains_evaluates_and_plots(tmp_path, monkeypatch):
     assert script.main(["--data-dir", folder, "--write-vector", "add", "--memory-slots", "16",
                         "--read-heads", "2", "--steps", "4", "--eval-every", "1",
                         "--eval-episodes", "4", "--batch", "2", "--out", str(out),
-                        "--resume"]) == 0
+                        "--resume", "--resume-lr", "5e-4"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()][1:]
+    assert rows[3] == {"resumed_at": 2, "lr": 5e-4}  # the change of rate, where it happened
+    from metalearn_shared.weights import load_canonical
+
+    meta = load_canonical(out.with_suffix(".state.safetensors"))[1]
+    assert meta["step"] == 4 and meta["param_groups"][0]["lr"] == 5e-4
+    rows = [r for r in rows if "step" in r]
     assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
     assert rows[3]["minutes"] >= rows[2]["minutes"]
     from metalearn.cli import main as cli
