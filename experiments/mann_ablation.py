@@ -1,5 +1,6 @@
-"""MANN ablations (issue 12): one change at a time, each run judged on the same held-out
-episodes at fixed intervals, so that curves of different runs compare point by point.
+"""MANN ablations (issue 12) and the LSTM baseline under the same budget: one change at a
+time, each run judged on the same held-out episodes at fixed intervals, so that curves of
+different runs compare point by point.
 
 The data are those of ``experiments/results.sh`` (the official small background sets,
 alphabet-disjoint split, seed 0; rotations as extra training classes unless
@@ -17,6 +18,7 @@ written, so ``--resume`` continues a run (``--steps`` is the total). The runs of
     python experiments/mann_ablation.py --compile --steps 5000 --eval-every 500 --write-vector add --out runs/mann-abl/add.jsonl
     python experiments/mann_ablation.py --compile --batch 4 --steps 150000 --eval-every 4000 --out runs/mann-b4/key-batch4.jsonl  # + --resume to continue
     python experiments/mann_ablation.py --compile --batch 4 --steps 150000 --eval-every 4000 --augment santoro --out runs/mann-b4/santoro-batch4.jsonl
+    python experiments/mann_ablation.py --model lstm --compile --batch 4 --steps 150000 --eval-every 4000 --augment santoro --out runs/mann-b4/lstm-santoro-batch4.jsonl
     python experiments/mann_ablation.py --plot runs/mann-abl/key.jsonl runs/mann-abl/add.jsonl --out docs/images/mann-ablation-write-vector.png
 """
 
@@ -45,6 +47,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=os.environ.get("METALEARN_OMNIGLOT_DIR",
                                                         "../shared/data/omniglot"))
+    p.add_argument("--model", default="mann", choices=("mann", "lstm"),
+                   help="lstm: the paper's LSTM baseline under the same data, budget and "
+                        "evaluation (the MANN options --write-vector, --memory-slots and "
+                        "--read-heads do not apply)")
     p.add_argument("--write-vector", default="key", choices=("key", "add"))
     p.add_argument("--memory-slots", type=int, default=128, help="memory rows N")
     p.add_argument("--read-heads", type=int, default=4)
@@ -115,14 +121,16 @@ def train(a: argparse.Namespace) -> None:
     import torch
 
     from metalearn_shared.episodes import SequenceSampler
+    from metalearn_shared.models.lstm import LSTMConfig
     from metalearn_shared.models.mann import MANNConfig
     from metalearn_shared.training import data_record, evaluate_sequences, load_splits
     from metalearn_torch.models import build_model
     from metalearn_torch.optimizers import make_optimizer
 
     torch.set_num_threads(a.threads)
-    config = MANNConfig(image_size=20, num_classes=5, write_vector=a.write_vector,
-                        memory_slots=a.memory_slots, read_heads=a.read_heads)
+    config = (MANNConfig(image_size=20, num_classes=5, write_vector=a.write_vector,
+                         memory_slots=a.memory_slots, read_heads=a.read_heads)
+              if a.model == "mann" else LSTMConfig(image_size=20, num_classes=5))
     model = build_model(config, seed=a.seed)
     forward = torch.compile(model) if a.compile else model
     train_data, test_data = load_splits("omniglot", a.data_dir, 20,

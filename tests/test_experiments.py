@@ -68,6 +68,14 @@ def test_mann_ablation_trains_evaluates_and_plots(tmp_path, monkeypatch):
     for axis in ("episodes", "minutes"):
         assert script.main(["--plot", str(out), "--x", axis, "--out", str(png)]) == 0
         assert png.stat().st_size > 0
+    # the LSTM baseline under the same loop: its own model in the header and checkpoint
+    lstm = tmp_path / "lstm.jsonl"
+    assert script.main(["--data-dir", folder, "--model", "lstm", "--steps", "1",
+                        "--eval-every", "1", "--eval-episodes", "4", "--batch", "2",
+                        "--out", str(lstm)]) == 0
+    header = json.loads(lstm.read_text().splitlines()[0])
+    assert header["model"]["model"] == "lstm"
+    assert load_canonical(lstm.with_suffix(".safetensors"))[1]["model"] == "lstm"
 
 
 def test_lake_cv_trains_and_evaluates_every_fold(tmp_path, monkeypatch):
