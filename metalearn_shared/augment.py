@@ -138,12 +138,16 @@ def _affine_warp(images: np.ndarray, params: np.ndarray) -> np.ndarray:
     padded = np.zeros((n, h + 2, w + 2), dtype=np.float32)
     padded[:, 1:-1, 1:-1] = images
     flat = padded.reshape(-1)
-    base = (np.arange(n, dtype=np.int64) * (h + 2) * (w + 2))[:, None]  # (n, 1)
-    xi = np.clip(x0.astype(np.int64) + 1, 0, w + 1)
-    yi = np.clip(y0.astype(np.int64) + 1, 0, h + 1)
-    xj = np.clip(x0.astype(np.int64) + 2, 0, w + 1)
-    yj = np.clip(y0.astype(np.int64) + 2, 0, h + 1)
-    top = flat[base + yi * (w + 2) + xi] * (1 - fx) + flat[base + yi * (w + 2) + xj] * fx
-    bottom = flat[base + yj * (w + 2) + xi] * (1 - fx) + flat[base + yj * (w + 2) + xj] * fx
+    # Indices in the narrowest integer type that holds them (int32 for any batch a sampler
+    # draws), each row offset computed once: the gathers dominate this function.
+    itype = np.int32 if flat.size < 2**31 else np.int64
+    base = (np.arange(n, dtype=itype) * itype((h + 2) * (w + 2)))[:, None]  # (n, 1)
+    xc, yc = x0.astype(itype), y0.astype(itype)
+    xi = np.clip(xc + 1, 0, w + 1)
+    xj = np.clip(xc + 2, 0, w + 1)
+    ri = np.clip(yc + 1, 0, h + 1) * itype(w + 2) + base  # (n, H*W) row starts
+    rj = np.clip(yc + 2, 0, h + 1) * itype(w + 2) + base
+    top = np.take(flat, ri + xi) * (1 - fx) + np.take(flat, ri + xj) * fx
+    bottom = np.take(flat, rj + xi) * (1 - fx) + np.take(flat, rj + xj) * fx
     out = top * (1 - fy) + bottom * fy  # (n, H*W)
     return out.reshape(n, h, w).astype(np.float32, copy=False)
