@@ -166,8 +166,6 @@ def train(a: argparse.Namespace) -> None:
         if a.resume_lr is not None:
             for group in opt.param_groups:
                 group["lr"] = a.resume_lr
-    elif a.resume_lr is not None:
-        raise SystemExit("--resume-lr changes the learning rate of a resumed run; add --resume.")
     losses: list[torch.Tensor] = []
     t0 = time.perf_counter()
     minutes0 = 0.0
@@ -216,6 +214,8 @@ def train(a: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
+    if a.resume_lr is not None and not a.resume:
+        raise SystemExit("--resume-lr changes the learning rate of a resumed run; add --resume.")
     if a.plot:
         plot(a.plot, a.out, a.x)
     else:

@@ -68,6 +68,8 @@ def test_mann_ablation_trains_evaluates_and_plots(tmp_path, monkeypatch):
     for axis in ("episodes", "minutes"):
         assert script.main(["--plot", str(out), "--x", axis, "--out", str(png)]) == 0
         assert png.stat().st_size > 0
+    with pytest.raises(SystemExit, match="add --resume"):
+        script.main(["--data-dir", folder, "--resume-lr", "1e-4", "--out", str(out)])
     # the LSTM baseline under the same loop: its own model in the header and checkpoint
     lstm = tmp_path / "lstm.jsonl"
     assert script.main(["--data-dir", folder, "--model", "lstm", "--steps", "1",
