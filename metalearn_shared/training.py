@@ -260,7 +260,7 @@ class CSVLog:
         seconds = time.perf_counter() - self._t0
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([step, f"{loss:.6g}", f"{accuracy:.4f}",
-                                    f"{seconds:.2f}", self.framework])
+                                    f"{seconds:.3f}", self.framework])
         if self.echo:
             total = f"/{self.total_steps}" if self.total_steps else ""
             print(f"{self.framework} step {step}{total} loss {loss:.4f} "
