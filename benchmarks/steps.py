@@ -12,8 +12,11 @@ outside the library is benchmarked like the built-in ones.
 Modes:
 
 * torch ``eager``; ``eager-cl`` (channels-last weights and inputs, conv models);
-  ``compile`` — ``torch.compile`` of forward + loss, as the trainer's ``--compile``: for
-  the recurrent models the whole unrolled episode, one forward and one backward graph.
+  ``compile`` — ``torch.compile`` of the model's forward, the region the trainer's
+  ``--compile`` compiles (the loss stays outside, as there, so inductor's on-disk cache
+  serves the ``trainer`` section the same graphs): for the recurrent models the whole
+  unrolled episode, one forward and one backward graph. Each compiled record counts
+  dynamo's graph breaks (``graph_breaks``).
   Measured at the paper's sizes (batch 16, 50 steps, 2 threads, RMSprop; the three
   variants in one process, steps interleaved, medians of 12): the MANN's training step
   143 ms whole-episode vs 261 ms with only the per-step cell compiled
@@ -81,6 +84,7 @@ class Workload:
     flops: Flops
     conv: bool
     train: TrainConfig
+    image_size: int
 
     def batch(self, step: int) -> Any:
         """The numpy batch of training step ``step``, as the trainers draw it."""
@@ -113,7 +117,8 @@ def _runnable(spec: ModelSpec, w: SpecWorkload, images: ImageDataset) -> Workloa
     units = 1 if spec.family == "fewshot" else w.task.batch
     return Workload(w.name, w.config, spec.family, w.task, w.unit, units,
                     _sampler(spec.family, images, w.task), model_flops(w.config, w.task),
-                    w.conv, TrainConfig(lr=spec.defaults.lr, optimizer=spec.defaults.optimizer))
+                    w.conv, TrainConfig(lr=spec.defaults.lr, optimizer=spec.defaults.optimizer),
+                    w.image_size)
 
 
 def workloads(quick: bool) -> list[Workload]:
@@ -163,12 +168,13 @@ def _torch_call(w: Workload, mode: str, phase: str, device: Device,
         model.train()
         opt = make_optimizer(w.train.optimizer, model.parameters(), lr=w.train.lr)
 
-        def forward_loss(*args: Any) -> Any:
-            return objective(model, args, target, loss_fn)[0]  # the trainer's objective
+        forward = None
+        if compiled:  # the model's forward, as the trainer (see the module docstring)
+            forward = torch.compile(model, backend=compile_backend)
+            info["compiled"] = "forward (torch.compile of the model, as the trainer)"
 
-        if compiled:  # forward + loss, as the trainer (see the module docstring)
-            forward_loss = torch.compile(forward_loss, backend=compile_backend)
-            info["compiled"] = "forward + loss (torch.compile)"
+        def forward_loss(*args: Any) -> Any:
+            return objective(model, args, target, loss_fn, forward)[0]  # the trainer's objective
 
         def call() -> None:
             loss = forward_loss(*inputs)
@@ -300,11 +306,14 @@ def _one(w: Workload, framework: str, mode: str, phase: str, device: Device, bud
                               "phase": phase}
     build = _torch_call if framework == "torch" else _keras_call
     sync = device.torch_sync if framework == "torch" else None
+    breaks = _graph_breaks() if framework == "torch" and mode.startswith("compile") else None
     try:
         with memory_probe(device, framework) as mem:
             call, info = build(w, mode, phase, device, compile_backend)
             warm = budget.scaled(warmup=max(budget.warmup, 2)) if mode != "eager" else budget
             timing = measure(call, warm, sync)
+        if breaks is not None:
+            info.update(breaks())
         if framework == "torch" and phase == "train" and not device.is_cuda:
             record["profile_top"] = torch_profile(call, steps=1, rows=6, warm=False)
         flops = w.flops.train if phase == "train" else w.flops.forward
@@ -317,6 +326,22 @@ def _one(w: Workload, framework: str, mode: str, phase: str, device: Device, bud
     finally:
         (_torch_cleanup if framework == "torch" else _keras_cleanup)()
     return record
+
+
+def _graph_breaks() -> Callable[[], dict[str, Any]]:
+    """Start counting dynamo's graph breaks; the returned call says how many since, and why
+    (the first reason's first line)."""
+    from torch._dynamo.utils import counters
+
+    counters["graph_break"].clear()
+
+    def found() -> dict[str, Any]:
+        reasons = counters["graph_break"]
+        first = next(iter(reasons), "")
+        return {"graph_breaks": sum(reasons.values()),
+                "graph_break_reason": first.splitlines()[0][:200] if first else None}
+
+    return found
 
 
 def _cheapest(ws: list[Workload]) -> Workload | None:
