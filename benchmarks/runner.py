@@ -6,6 +6,10 @@ Sections (``--only``, comma-separated; all by default, run in this order):
 * ``sampling`` — our samplers vs a per-item DataLoader and easyfsl (:mod:`benchmarks.sampling`);
 * ``steps`` — training and inference of every registered model, every mode
   (:mod:`benchmarks.steps`);
+* ``trainer`` — the library's trainers (``metalearn train``, on the embedded glyphs data)
+  per model in its faster trainer mode, steady-state ms per step from their own log,
+  against the ``steps`` section's step of the same model and mode
+  (:mod:`benchmarks.trainer`);
 * ``meta-batch`` — one MAML meta-step on ``E`` = 1, 4, 8 tasks, torch: the library's
   per-episode loop vs ``torch.func`` (``grad`` inner step, ``vmap`` over the tasks)
   (:mod:`benchmarks.meta_batch`);
@@ -50,7 +54,7 @@ from metalearn_shared.registry import FRAMEWORK_ALIASES, FRAMEWORKS, canonical_f
 
 __all__ = ["main", "SECTIONS"]
 
-SECTIONS = ("gemm", "sampling", "steps", "meta-batch", "seed", "scaling")
+SECTIONS = ("gemm", "sampling", "steps", "trainer", "meta-batch", "seed", "scaling")
 
 
 def _parse(argv: Sequence[str] | None, prog: str = "python -m benchmarks") -> argparse.Namespace:
@@ -63,7 +67,7 @@ def _parse(argv: Sequence[str] | None, prog: str = "python -m benchmarks") -> ar
                    help=f"comma-separated: {','.join(FRAMEWORKS)} (aliases: "
                         f"{', '.join(f'{a}={c}' for a, c in sorted(FRAMEWORK_ALIASES.items()))})")
     p.add_argument("--models", default="",
-                   help="comma-separated registry names (steps and meta-batch sections): "
+                   help="comma-separated registry names (steps, trainer and meta-batch sections): "
                         + ",".join(models.names()))
     p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     p.add_argument("--out", default="results", help="folder for the JSON, Markdown and PNGs")
@@ -190,6 +194,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
             say("steps")
             results["steps"] = run_steps(quick, budget, frameworks, device, compile_backend,
                                          progress=say, only_models=args.model_list)
+        if "trainer" in args.sections:
+            from benchmarks.trainer import run_trainer
+
+            say("trainer")
+            results["trainer"] = run_trainer(quick, frameworks, device,
+                                             (results.get("steps") or {}).get("records", []),
+                                             progress=say, only_models=args.model_list)
         if "meta-batch" in args.sections:
             from benchmarks.meta_batch import run_meta_batch
 
