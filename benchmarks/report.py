@@ -1,7 +1,7 @@
 """Derived figures (FLOP fractions, the sampler's share, the targets), the Markdown report and
 the PNG charts, all from the results dictionary the runner collects.
 
-Every target of issue 6 becomes a row ``{"target", "measured", "threshold",
+Every target of issue 16 becomes a row ``{"target", "measured", "threshold",
 "higher_is_better", "pass", "why"}``; ``pass`` is ``None`` when the run did not measure what the target needs (a section
 left out, easyfsl missing). ``why`` is built from measured evidence only — the profile's top
 operators, CPU time against wall time, page faults per step — never from a fixed sentence.
@@ -96,114 +96,169 @@ def _profile_why(r: dict[str, Any] | None, threads: int) -> str:
     return f"{r['framework']} {r['mode']}: " + "; ".join(parts)
 
 
+#: Issue 16's aims ("Fast by default in both frameworks"), one per row of its table.
+AIMS = {"seed_loop": 2.0, "frameworks": 1.2, "gemm": 0.6, "malloc": 1.0, "trainer": 1.2}
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, each with the measured ratio and the evidence for a miss."""
+    """Issue 16's targets, each with the measured figure and, for a miss, the run's evidence.
+
+    A row is ``{"target", "measured", "threshold", "higher_is_better", "pass", "why"}``
+    (plus row-specific fields); ``pass`` is ``None`` when the run did not measure what the
+    target needs. ``threshold`` is ``None`` for the BatchNorm row, whose aim — parity without
+    the cost, or a documented, measured switch — is met by measuring the switch.
+    """
     out: list[dict[str, Any]] = []
     threads = results["meta"]["threads"]["requested"]
     load = results["meta"]["environment"].get("load_average_1_5_15")
 
-    def add(target: str, measured: float | None, threshold: float, higher: bool, why: str,
-            **extra: Any) -> None:
-        ok = None if measured is None else (measured >= threshold if higher else measured < threshold)
+    def add(target: str, measured: float | None, threshold: float | None, higher: bool,
+            why: str, ok: bool | None = None, **extra: Any) -> None:
+        if ok is None and measured is not None and threshold is not None:
+            ok = measured >= threshold if higher else measured <= threshold
+        note = extra.pop("note", "")
         out.append({"target": target, "measured": measured, "threshold": threshold,
                     "higher_is_better": higher, "pass": ok,
-                    "why": "" if ok else (why or "not measured in this run"), **extra})
+                    "why": note if ok else (why or "not measured in this run"), **extra})
 
-    # 1. sampling
-    samp = (results.get("sampling") or {}).get("records", [])
-    ours = _best(samp, bench="fewshot", method="ours")
-    for method, label in (("per-item DataLoader", "per-item DataLoader"),
-                          ("easyfsl TaskSampler", "easyfsl TaskSampler + DataLoader")):
-        base = _best(samp, bench="fewshot", method=method)
+    steps = results.get("steps") or {}
+    recs = steps.get("records", [])
+    _seed_targets(results.get("seed") or {}, threads, add)
+    _malloc_target(results.get("seed") or {}, add)
+    _framework_targets(recs, threads, add)
+    _batchnorm_targets(steps.get("keras_batchnorm_ablation") or [], add)
+    _graph_break_target(recs, add)
+    _gemm_targets(recs, gemm_peak(results), threads, add)
+    _trainer_targets(results.get("trainer") or {}, recs, threads, add)
+    for t in out:
+        t["load_average"] = load
+    return out
+
+
+def _seed_targets(seed: dict[str, Any], threads: int, add: Any) -> None:
+    """Our pipeline with the library's defaults vs the seed document's loop, same pairs:
+    torch eager and Keras ``tf.function``, each ≥ 2×."""
+    pipes = _ok(seed.get("pipelines", []))
+    base = next((p for p in pipes if p.get("baseline")), None)
+    ladder = {r["variant"]: r for r in _ok(seed.get("ladder", [])) if r.get("process") == "this"}
+    for framework, label in (("torch", "torch eager"), ("keras", "Keras tf.function")):
+        ours = next((p for p in pipes if p.get("library_default") and
+                     p.get("framework") == framework), None)
         ratio = ours["per_s"] / base["per_s"] if ours and base else None
         why = ""
-        if ours and base and ratio is not None and ratio < 10:
-            why = (f"ours {ours['per_s']:.0f} episodes/s (one Python-level episode draw, "
-                   f"{ours['cpu_s'] * 1e6:.0f} µs CPU each) vs {base['per_s']:.0f}/s; "
-                   f"CPU-time ratio {base['cpu_s'] / ours['cpu_s']:.1f}×")
-        elif not base:
-            why = (results.get("sampling") or {}).get("notes", {}).get("easyfsl", "")
-        add(f"sampler ≥ 10× {label} (5w1s15q episodes/s)", ratio, 10.0, True, why)
+        if ratio is not None:
+            why = (f"{ours['per_s']:.0f} vs {base['per_s']:.0f} pairs/s "
+                   f"({ours['cpu_s'] * 1e3:.0f} vs {base['cpu_s'] * 1e3:.0f} CPU ms/batch; the "
+                   f"same network and pairs, so the step bounds both)")
+            if framework == "torch" and ladder:
+                fastest = max(ladder.values(), key=lambda r: r["per_s"])
+                why += (f"; fastest ladder rung '{fastest['variant']}' "
+                        f"{fastest['per_s']:.0f} pairs/s = {fastest['per_s'] / base['per_s']:.2f}× "
+                        "the seed loop")
+        add(f"our {label} pipeline, library defaults, ≥ {AIMS['seed_loop']:g}× the seed "
+            "document's loop (seed Siamese, same pairs)", ratio, AIMS["seed_loop"], True, why,
+            framework=framework)
 
-    # 2. sampler share of a training step: the few-shot models' 5-way 1-shot 15-query
-    # workloads (quick: whatever few-shot workloads ran)
-    steps = results.get("steps") or {}
-    standard = {"ways": 5, "shots": 1, "queries": 15}
-    shares = [s for s in steps.get("sampler_share", []) if s.get("family") == "fewshot"
-              and (results["meta"]["quick"] or standard.items() <= (s.get("task") or {}).items())]
-    worst = max(shares, key=lambda s: s["share"]) if shares else None
-    add("sampler < 5% of a few-shot 5w1s15q training step (best mode, each framework)",
-        worst["share"] if worst else None, 0.05, False,
-        f"{worst['framework']} {worst['best_mode']}: sampler {worst['sampler_s'] * 1e3:.2f} ms "
-        f"vs step {worst['step_s'] * 1e3:.2f} ms" if worst else "",
-        per_framework={s["framework"]: s["share"] for s in shares})
 
-    # 3. FLOP fraction of GEMM for the conv workloads, best training mode of each framework
-    recs = steps.get("records", [])
-    peak = gemm_peak(results)
-    conv_workloads = sorted({r["workload"] for r in recs if r.get("conv")})
-    for w in conv_workloads:
+def _malloc_target(seed: dict[str, Any], add: Any) -> None:
+    """The library's default malloc setting vs glibc's own, the step in fresh processes."""
+    fresh = {r["malloc"]: r for r in _ok(seed.get("ladder", []))
+             if r.get("process") == "fresh" and r.get("knobs", "default") == "default"}
+    default = (seed.get("malloc") or {}).get("default_mode")
+    ours, glibc = fresh.get(default), fresh.get("default")
+    ratio = ours["per_s"] / glibc["per_s"] if ours and glibc and ours is not glibc else None
+    best = max(fresh.values(), key=lambda r: r["per_s"], default=None)
+    why = ""
+    if ratio is not None:
+        why = "; ".join(f"{m}: {r['per_s']:.0f} pairs/s, {r['minor_faults']:.0f} faults/step"
+                        for m, r in fresh.items())
+    add(f"torch step: the library's default malloc setting ({default}) ≥ glibc's own "
+        "(fresh processes; the better setting is the default)", ratio, AIMS["malloc"], True,
+        why, best_setting=best["malloc"] if best else None,
+        settings={m: r["per_s"] for m, r in fresh.items()})
+
+
+def _framework_targets(recs: list[dict[str, Any]], threads: int, add: Any) -> None:
+    """Best Keras and best torch training within 1.2×, every workload."""
+    for w in dict.fromkeys(r["workload"] for r in recs):
+        bt = _best(recs, workload=w, framework="torch", phase="train")
+        bf = _best(recs, workload=w, framework="keras", phase="train")
+        ratio = max(bt["per_s"], bf["per_s"]) / min(bt["per_s"], bf["per_s"]) if bt and bf else None
+        why = ""
+        if ratio is not None:
+            slow, fast = (bt, bf) if bt["per_s"] < bf["per_s"] else (bf, bt)
+            why = (f"faster: {fast['framework']} {fast['mode']} {fast['median_s'] * 1e3:.0f} ms/step "
+                   f"({fast['cpu_s'] * 1e3:.0f} ms CPU); slower: {slow['mode']} "
+                   f"{slow['median_s'] * 1e3:.0f} ms/step; {_profile_why(slow, threads)}")
+            if fast["framework"] == "torch":
+                why += f"; {_profile_why(fast, threads)}"
+        bti = _best(recs, workload=w, framework="torch", phase="infer")
+        bfi = _best(recs, workload=w, framework="keras", phase="infer")
+        infer = (max(bti["per_s"], bfi["per_s"]) / min(bti["per_s"], bfi["per_s"])
+                 if bti and bfi else None)
+        add(f"{w} training: best torch ({bt['mode'] if bt else '–'}) and best Keras "
+            f"({bf['mode'] if bf else '–'}) within {AIMS['frameworks']:g}×", ratio,
+            AIMS["frameworks"], False, why,
+            faster=(bt and bf and ("torch" if bt["per_s"] > bf["per_s"] else "keras")) or None,
+            inference_ratio=infer)
+
+
+def _batchnorm_targets(ablation: list[dict[str, Any]], add: Any) -> None:
+    """Keras BatchNorm's float64 statistics: their share of the step, and the float32
+    switch (``metalearn_tf.set_batchnorm_statistics``) measured."""
+    for a in ablation:
+        add(f"{a['workload']}: Keras BatchNorm float64 statistics' share of the step "
+            "(aim: parity without the cost, or a documented, measured switch)",
+            a["float64_share"], None, False,
+            "", ok=True, float64_ms=a["float64_s"] * 1e3, float32_ms=a["float32_s"] * 1e3,
+            note=f"switch measured: float64 {a['float64_s'] * 1e3:.0f} ms, float32 "
+                 f"{a['float32_s'] * 1e3:.0f} ms per step")
+
+
+def _graph_break_target(recs: list[dict[str, Any]], add: Any) -> None:
+    """No graph breaks in any compiled torch model (the steps section counts dynamo's)."""
+    compiled = [r for r in recs if "graph_breaks" in r]
+    broken = [r for r in compiled if r["graph_breaks"]]
+    add("torch.compile: graph breaks over every compiled model and phase (aim 0; "
+        "tests/test_compile.py checks fullgraph=True)",
+        float(sum(r["graph_breaks"] for r in compiled)) if compiled else None, 0.0, False,
+        "; ".join(f"{r['workload']} {r['mode']} {r['phase']}: {r['graph_breaks']} "
+                  f"({r.get('graph_break_reason')})" for r in broken),
+        compiled_records=len(compiled))
+
+
+def _gemm_targets(recs: list[dict[str, Any]], peak: float | None, threads: int,
+                  add: Any) -> None:
+    """Conv models' training at ≥ 60% of the GEMM peak, best mode of each framework."""
+    for w in sorted({r["workload"] for r in recs if r.get("conv")}):
         for framework in FRAMEWORKS:
             best = _best(recs, workload=w, framework=framework, phase="train")
             frac = best.get("frac_gemm") if best else None
             why = _profile_why(best, threads)
             if best and peak:
-                why = (f"{best['gflops_per_s']:.1f} GFLOP/s vs GEMM {peak:.1f} GFLOP/s; " + why)
-            add(f"{w} training, best {framework} mode ≥ 50% of GEMM FLOP/s", frac, 0.5, True,
-                why, mode=best["mode"] if best else None)
+                why = f"{best['gflops_per_s']:.1f} GFLOP/s vs GEMM {peak:.1f} GFLOP/s; " + why
+            add(f"{w} training, best {framework} mode ≥ {AIMS['gemm']:.0%} of GEMM FLOP/s",
+                frac, AIMS["gemm"], True, why, mode=best["mode"] if best else None)
 
-    # 4. best Keras vs best torch, every workload (training; inference reported alongside)
-    for w in sorted({r["workload"] for r in recs}):
-        bt = _best(recs, workload=w, framework="torch", phase="train")
-        bf = _best(recs, workload=w, framework="keras", phase="train")
-        ratio = max(bt["per_s"], bf["per_s"]) / min(bt["per_s"], bf["per_s"]) if bt and bf else None
-        why = ""
-        if ratio is not None and ratio > 1.5:
-            slow, fast = (bt, bf) if bt["per_s"] < bf["per_s"] else (bf, bt)
-            why = (f"faster: {fast['framework']} {fast['mode']} {fast['per_s']:.1f}/s "
-                   f"({fast['cpu_s'] * 1e3:.0f} ms CPU/step); slower: {_profile_why(slow, threads)}")
-        bti = _best(recs, workload=w, framework="torch", phase="infer")
-        bfi = _best(recs, workload=w, framework="keras", phase="infer")
-        infer = (max(bti["per_s"], bfi["per_s"]) / min(bti["per_s"], bfi["per_s"])
-                 if bti and bfi else None)
-        add(f"{w}: best Keras and best torch training within 1.5×", ratio, 1.5, False, why,
-            faster=(bt and bf and ("torch" if bt["per_s"] > bf["per_s"] else "keras")) or None,
-            inference_ratio=infer)
 
-    # 5. the sequence models (the MANN's target, issue 6): compiled ≥ 3× eager, each framework
-    sequence_models = list(dict.fromkeys(r["model"] for r in recs if r.get("family") == "sequence"))
-    for model, (framework, compiled) in ((m, c) for m in sequence_models for c in (
-            ("torch", ("compile",)), ("keras", ("function", "xla")))):
-        eager = _best(recs, model=model, framework=framework, mode="eager", phase="train")
-        comp = max((r for m in compiled if (r := _best(recs, model=model, framework=framework,
-                                                       mode=m, phase="train"))),
-                   key=lambda r: r["per_s"], default=None)
-        ratio = comp["per_s"] / eager["per_s"] if comp and eager else None
-        why = ""
-        if ratio is not None and ratio < 3:
-            why = (f"eager {eager['median_s'] * 1e3:.0f} ms/step, {comp['mode']} "
-                   f"{comp['median_s'] * 1e3:.0f} ms/step (first call {comp['first_call_s']:.1f} s); "
-                   + _profile_why(comp, threads))
-        add(f"{model} training: compiled ≥ 3× eager ({framework})", ratio, 3.0, True, why,
-            compiled_mode=comp["mode"] if comp else None)
-
-    # 6. the seed loop
-    seed = results.get("seed") or {}
-    pipes = _ok(seed.get("pipelines", []))
-    base = next((p for p in pipes if p.get("baseline")), None)
-    ours = [p for p in pipes if not p.get("baseline") and not p.get("data_only")]
-    best = max(ours, key=lambda p: p["per_s"], default=None)
-    ratio = best["per_s"] / base["per_s"] if best and base else None
-    why = ""
-    if ratio is not None and ratio < 2:
-        why = (f"best pipeline '{best['variant']}' {best['per_s']:.0f} pairs/s vs seed loop "
-               f"{base['per_s']:.0f}; the step dominates both (see the ladder)")
-    add("our pipeline ≥ 2× the seed-style loop, the seed's network (pairs/s)", ratio, 2.0,
-        True, why, best_pipeline=best["variant"] if best else None,
-        ratios={p["variant"]: p["per_s"] / base["per_s"] for p in ours} if base else {})
-    for t in out:
-        t["load_average"] = load
-    return out
+def _trainer_targets(trainer: dict[str, Any], recs: list[dict[str, Any]], threads: int,
+                     add: Any) -> None:
+    """The library's trainer within 1.2× of the benchmarked step, every model and framework."""
+    for t in trainer.get("records", []):
+        why = t.get("error", "")
+        if t.get("ratio") is not None:
+            step = next((r for r in recs if r["workload"] == t["workload"] and r["phase"] ==
+                         "train" and r["framework"] == t["framework"] and r["mode"] == t["mode"]),
+                        None)
+            top = ", ".join(f"{p['function']} {p['share']:.0%}"
+                            for p in (t.get("python_profile") or [])[:4])
+            why = (f"trainer {t['ms_per_step']:.0f} ms/step (min {t['min_ms']:.0f}, "
+                   f"{t['intervals']} intervals) vs step {t['step_ms']:.0f} ms; "
+                   + (f"trainer's top Python self time: {top}; " if top else "")
+                   + _profile_why(step, threads))
+        add(f"{t['model']} trainer ({t['framework']} {t['mode']}, {t['workload']}) within "
+            f"{AIMS['trainer']:g}× the benchmarked step", t.get("ratio"), AIMS["trainer"],
+            False, why, framework=t["framework"], mode=t["mode"])
 
 
 # -- Markdown ------------------------------------------------------------------------------
@@ -299,15 +354,41 @@ def markdown(results: dict[str, Any]) -> str:
                     _table(["op", "ms/step", "share", "calls/step"],
                            [[p["op"], p["self_cpu_ms_per_step"], f"{p['share']:.0%}",
                              p["calls_per_step"]] for p in prof]), ""]
+    out += _trainer_markdown(results.get("trainer") or {})
     out += _meta_batch_markdown(results.get("meta-batch") or {})
     out += _scaling_markdown(results.get("scaling") or {})
     if results.get("targets"):
-        out += ["## Targets (issue 6)", "",
-                _table(["target", "measured", "threshold", "result", "why (when missed)"],
+        out += ["## Targets (issue 16)", "",
+                _table(["target", "measured", "threshold", "result", "why (when missed) / note"],
                        [[t["target"], t["measured"], t["threshold"],
                          {True: "pass", False: "MISS", None: "not measured"}[t["pass"]],
                          t["why"]] for t in results["targets"]]), ""]
     return "\n".join(out)
+
+
+def _trainer_markdown(section: dict[str, Any]) -> list[str]:
+    """The trainer section: one row per model × framework, the trainer's steady-state ms per
+    step against the steps section's step, and its top Python functions."""
+    recs = section.get("records") or []
+    if not recs:
+        return []
+    out = ["## The library's trainers vs the benchmarked step", "",
+           f"Timing: {section['notes']['timing']}. Data: {section['notes']['data']}.", ""]
+    rows = []
+    for r in recs:
+        if "error" in r:
+            rows.append([r["workload"], r["framework"], r["mode"], "error: " + r["error"][:90]]
+                        + [None] * 6)
+            continue
+        rows.append([r["workload"], r["framework"], r["mode"], r["ms_per_step"], r["min_ms"],
+                     r["step_ms"], None if r.get("ratio") is None else f"{r['ratio']:.2f}×",
+                     f"{r['timed_steps']} ({r['intervals']} × {r['log_every']})", r["steps"],
+                     ", ".join(f"{p['function']} {p['share']:.0%}"
+                               for p in (r.get("python_profile") or [])[:3]) or None])
+    out += [_table(["workload", "fw", "mode", "trainer ms/step", "min ms", "step ms",
+                    "× step", "timed steps", "steps run", "top Python self time (cProfile)"],
+                   rows), ""]
+    return out
 
 
 def _meta_batch_markdown(section: dict[str, Any]) -> list[str]:
@@ -419,7 +500,8 @@ def charts(results: dict[str, Any], stem: Path) -> list[Path]:
         written.append(_scaling_chart(scaling, stem, plt))
 
     ts = results.get("targets") or []
-    measured = [t for t in ts if t["measured"] is not None]
+    # Rows without a ratio to chart: the BatchNorm switch (no threshold), graph breaks (0).
+    measured = [t for t in ts if t["measured"] is not None and t["threshold"]]
     fig, ax = plt.subplots(figsize=(11, 0.35 * len(measured) + 1.5))
     # Every target as measured / threshold, oriented so that > 1 passes.
     score = [t["measured"] / t["threshold"] if t["higher_is_better"]

@@ -327,7 +327,7 @@ def run_seed(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: D
         return {"pipelines": [], "ladder": [], "note": "skipped: the seed loop is torch code"}
     import torch
 
-    from metalearn_shared.allocator import malloc_setting
+    from metalearn_shared.allocator import DEFAULT_MODE, malloc_setting
 
     config, images, sampler = _ladder_setup(quick)
     pairs = sampler.batch_size
@@ -362,7 +362,8 @@ def run_seed(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: D
                            lambda: _seed_loop_call(images, sampler, batches, device), "torch",
                            baseline=True))
     pipelines.append(timed("ours torch eager (library defaults)",
-                           lambda: torch_train_step(config, sampler, device), "torch"))
+                           lambda: torch_train_step(config, sampler, device), "torch",
+                           library_default=True))
     pipelines.append(timed("ours torch eager, channels-last + fused Adam",
                            lambda: torch_train_step(config, sampler, device, channels_last=True,
                                                     fused_adam=True), "torch"))
@@ -374,7 +375,7 @@ def run_seed(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: D
     if "keras" in frameworks:
         pipelines.append(timed("ours keras tf.function",
                                lambda: _keras_pipeline_call(config, sampler, device, "function"),
-                               "keras"))
+                               "keras", library_default=True))
 
     # The ladder: the step alone (no sampling), one knob at a time.
     ladder: list[dict[str, Any]] = []
@@ -403,7 +404,7 @@ def run_seed(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: D
             row = _probe_subprocess(variant, malloc, quick, threads)
             name = rungs[0][0] if variant == "default" else rungs[3][0]
             row["variant"] = f"{name}, fresh process, malloc {_MALLOC_NAMES[malloc]}"
-            row.update(process="fresh", malloc=malloc)
+            row.update(process="fresh", malloc=malloc, knobs=variant)
             if "median_s" in row:
                 row["per_s"] = pairs / row["median_s"]
             ladder.append(row)
@@ -417,7 +418,8 @@ def run_seed(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: D
                              fused_adam=True), steps=1 if quick else 2)
     return {"pipelines": pipelines, "ladder": ladder, "profiles": profiles,
             "pairs_per_batch": pairs, "batches_in_loader": batches,
-            "malloc_tunables": MALLOC_TUNABLES, "malloc": malloc_setting()}
+            "malloc_tunables": MALLOC_TUNABLES,
+            "malloc": {**malloc_setting(), "default_mode": DEFAULT_MODE}}
 
 
 if __name__ == "__main__":

@@ -93,14 +93,135 @@ def test_quick_run_records_environment_and_targets(quick_run: tuple[Path, float]
     seed = results["seed"]
     assert any(p.get("baseline") for p in seed["pipelines"]) and seed["ladder"]
     names = [t["target"] for t in results["targets"]]
-    assert any("DataLoader" in n for n in names) and any("GEMM" in n for n in names)
-    assert any("seed-style" in n for n in names)
-    for spec in models.specs("sequence"):  # the MANN's target, for every sequence model
-        for framework in FRAMEWORKS:
-            assert f"{spec.name} training: compiled ≥ 3× eager ({framework})" in names
+    # Issue 16's rows: the seed loop per framework, the malloc default, each workload's
+    # framework pair, the BatchNorm switch, graph breaks, % of GEMM, the trainers.
+    for label in ("torch eager", "Keras tf.function"):
+        assert sum(f"our {label} pipeline, library defaults" in n for n in names) == 1
+    assert sum("default malloc setting" in n for n in names) == 1
+    for w in {r["workload"] for r in results["steps"]["records"]}:
+        assert sum(n.startswith(f"{w} training: best torch") and "within 1.2×" in n
+                   for n in names) == 1
+    assert any("BatchNorm float64 statistics" in n for n in names)
+    assert sum("graph breaks" in n for n in names) == 1
+    assert any("≥ 60% of GEMM" in n for n in names)
+    trainer = [t for t in results["targets"] if "trainer" in t["target"]]
+    assert {t["framework"] for t in trainer} == set(FRAMEWORKS)
+    assert all(t["measured"] is not None for t in trainer)
+    breaks = next(t for t in results["targets"] if "graph breaks" in t["target"])
+    assert breaks["measured"] == 0, breaks  # every quick compiled record, fullgraph-clean
     for t in results["targets"]:
         assert t["pass"] in (True, False, None)
         assert t["pass"] is not False or t["why"], t
+    assert "## Targets (issue 16)" in _only(out, "*Z.md").read_text()
+
+
+def test_quick_run_times_the_trainers(quick_run: tuple[Path, float]) -> None:
+    """The trainer section ran the library's trainer in each framework and set its
+    steady-state step beside the steps section's step of the same workload and mode."""
+    out, _ = quick_run
+    results = json.loads(_only(out, "*Z.json").read_text())
+    records = results["trainer"]["records"]
+    assert not [(r["workload"], r["framework"], r["error"]) for r in records if "error" in r]
+    assert {r["framework"] for r in records} == set(FRAMEWORKS)
+    steps = results["steps"]["records"]
+    for r in records:
+        step = next(s for s in steps if (s["workload"], s["framework"], s["mode"], s["phase"])
+                    == (r["workload"], r["framework"], r["mode"], "train"))
+        assert r["step_ms"] == pytest.approx(step["median_s"] * 1e3)
+        assert r["ms_per_step"] > 0 and r["intervals"] >= 1
+        assert r["ratio"] == pytest.approx(r["ms_per_step"] / r["step_ms"])
+        assert r["python_profile"], r  # quick profiles every trainer run
+    assert "## The library's trainers vs the benchmarked step" in _only(out, "*Z.md").read_text()
+
+
+def test_steady_ms_per_step_leaves_out_the_first_intervals(tmp_path: Path) -> None:
+    from benchmarks.trainer import steady_ms_per_step
+
+    log = tmp_path / "log.csv"  # step 2 ends a 9 s compile; then 2 steps per 0.1 s, one slow
+    log.write_text("step,loss,accuracy,seconds,framework\n2,1,0,9.0,torch\n4,1,0,9.1,torch\n"
+                   "6,1,0,9.2,torch\n8,1,0,9.3,torch\n10,1,0,9.9,torch\n")
+    got = steady_ms_per_step(log, warmup_rows=2)
+    assert got["intervals"] == 3 and got["timed_steps"] == 6
+    assert got["ms_per_step"] == pytest.approx(50.0) and got["max_ms"] == pytest.approx(300.0)
+    with pytest.raises(ValueError, match="log rows"):
+        steady_ms_per_step(log, warmup_rows=5)
+
+
+def _hand_built_results() -> dict:
+    """A results dictionary as the runner collects it, each figure chosen to land on one
+    side of its aim (see the assertions in the test below)."""
+    def step(workload: str, framework: str, mode: str, ms: float, **extra: object) -> dict:
+        return {"workload": workload, "model": workload.split("-")[0], "framework": framework,
+                "mode": mode, "phase": "train", "per_s": 1e3 / ms, "median_s": ms / 1e3,
+                "cpu_s": ms / 1e3, "minor_faults": 0.0, "gflops_per_s": 60.0 * 100 / ms,
+                "conv": workload != "mann", **extra}
+
+    steps = [step("siamese-conv4", "torch", "eager-cl", 100.0), step("siamese-conv4", "keras",
+             "function", 115.0), step("mann", "torch", "compile", 150.0, graph_breaks=1,
+                                      graph_break_reason="int(x.max())"),
+             step("mann", "keras", "xla", 100.0)]
+    pipeline = {"per_s": 100.0, "cpu_s": 1.0, "framework": "torch", "variant": "seed loop",
+                "baseline": True}
+    fresh = [{"variant": m, "malloc": m, "process": "fresh", "knobs": "default",
+              "per_s": r, "minor_faults": f} for m, r, f in
+             (("default", 100.0, 9e4), ("heap", 140.0, 0.0), ("tunables", 150.0, 500.0))]
+    return {
+        "meta": {"threads": {"requested": 2}, "quick": False,
+                 "environment": {"load_average_1_5_15": [2.0, 2.0, 2.0]}},
+        "gemm": [{"framework": "torch", "gflops_per_s": 100.0}],
+        "steps": {"records": steps, "keras_batchnorm_ablation": [
+            {"workload": "siamese-conv4", "float64_s": 0.2, "float32_s": 0.15,
+             "float64_share": 0.25}]},
+        "seed": {"malloc": {"mode": "heap", "default_mode": "heap"}, "ladder": fresh,
+                 "pipelines": [pipeline, {**pipeline, "baseline": False, "per_s": 250.0,
+                                          "library_default": True, "variant": "ours torch"},
+                               {**pipeline, "baseline": False, "per_s": 150.0, "framework":
+                                "keras", "library_default": True, "variant": "ours keras"}]},
+        "trainer": {"records": [
+            {"workload": "mann", "model": "mann", "framework": "torch", "mode": "compile",
+             "ms_per_step": 160.0, "min_ms": 150.0, "intervals": 10, "step_ms": 150.0,
+             "ratio": 160 / 150},
+            {"workload": "mann", "model": "mann", "framework": "keras", "mode": "xla",
+             "ms_per_step": 250.0, "min_ms": 240.0, "intervals": 10, "step_ms": 100.0,
+             "ratio": 2.5, "python_profile": [{"function": "trainer.py:1(fit)", "share": 0.5}]}]},
+    }
+
+
+def test_targets_pass_and_miss_on_hand_built_results() -> None:
+    from benchmarks.report import derive, targets
+
+    results = _hand_built_results()
+    derive(results)
+    got = {t["target"]: t for t in targets(results)}
+
+    def one(*words: str) -> dict:
+        found = [t for name, t in got.items() if all(w in name for w in words)]
+        assert len(found) == 1, (words, list(got))
+        return found[0]
+
+    assert one("torch eager pipeline")["measured"] == pytest.approx(2.5)
+    assert one("torch eager pipeline")["pass"] is True
+    keras_seed = one("Keras tf.function pipeline")
+    assert keras_seed["measured"] == pytest.approx(1.5) and keras_seed["pass"] is False
+    assert "150 vs 100 pairs/s" in keras_seed["why"]
+    malloc = one("malloc")  # heap 1.4× glibc's defaults: passes, though the tunables beat it
+    assert malloc["measured"] == pytest.approx(1.4) and malloc["pass"] is True
+    assert malloc["best_setting"] == "tunables"
+    conv4 = one("siamese-conv4 training: best torch")  # 1.15× apart: within 1.2×
+    assert conv4["measured"] == pytest.approx(1.15) and conv4["pass"] is True
+    mann = one("mann training: best torch")  # Keras 1.5× faster: a miss, with evidence
+    assert mann["pass"] is False and mann["faster"] == "keras" and "150 ms/step" in mann["why"]
+    assert one("BatchNorm")["pass"] is True and one("BatchNorm")["measured"] == 0.25
+    breaks = one("graph breaks")
+    assert breaks["measured"] == 1 and breaks["pass"] is False and "int(x.max())" in breaks["why"]
+    gemm_torch = one("siamese-conv4 training, best torch mode", "GEMM")  # 60 of 100 GFLOP/s
+    assert gemm_torch["measured"] == pytest.approx(0.6) and gemm_torch["pass"] is True
+    gemm_keras = one("siamese-conv4 training, best keras mode", "GEMM")  # 52 of 100
+    assert gemm_keras["measured"] == pytest.approx(60 / 115) and gemm_keras["pass"] is False
+    assert one("mann trainer (torch")["pass"] is True
+    slow = one("mann trainer (keras")
+    assert slow["pass"] is False and "trainer.py:1(fit) 50%" in slow["why"]
+    assert all(t["pass"] is not None for t in got.values())
 
 
 def test_quick_run_measures_the_meta_batch_paths(quick_run: tuple[Path, float]) -> None:
