@@ -60,6 +60,18 @@ AUGMENTS: dict[str, KochAffine | None] = {
 }
 
 
+def _augment_ranges(augment: bool | KochAffine | None) -> KochAffine | None:
+    """A sampler's ``augment`` argument as a :class:`KochAffine`, or ``None`` for none."""
+    if augment is None or isinstance(augment, KochAffine):
+        return augment
+    if isinstance(augment, (bool, np.bool_)):
+        return KochAffine() if augment else None
+    raise TypeError(
+        f"augment must be a bool or a KochAffine; found {type(augment).__name__} "
+        f"({augment!r}). Pass True for Koch's defaults or KochAffine(...) for other ranges."
+    )
+
+
 def augment_spec(name: str) -> KochAffine | None:
     """The distortion ranges of a named augmentation (:data:`AUGMENTS`).
 
@@ -108,13 +120,16 @@ def _affine_warp(images: np.ndarray, params: np.ndarray) -> np.ndarray:
     """Warp each image by its own affine transform, bilinear, zeros outside.
 
     Args:
-        images: ``float32 (n, H, W)``.
-        params: ``float32 (n, 7)`` from :func:`_koch_params`.
+        images: ``float32 (..., H, W)``.
+        params: ``float32 (..., 7)`` from :func:`_koch_params`, the same leading shape.
 
     Returns:
-        ``float32 (n, H, W)``: output pixel p shows input pixel ``A⁻¹(p - c - t) + c``,
+        ``float32 (..., H, W)``: output pixel p shows input pixel ``A⁻¹(p - c - t) + c``,
         with ``c`` the image centre.
     """
+    lead = images.shape[:-2]
+    images = images.reshape(-1, *images.shape[-2:])
+    params = params.reshape(-1, 7)
     n, h, w = images.shape
     theta, shx, shy, sx, sy, tx, ty = (params[:, j : j + 1] for j in range(7))  # each (n, 1)
     cos, sin = np.cos(theta), np.sin(theta)
@@ -150,4 +165,4 @@ def _affine_warp(images: np.ndarray, params: np.ndarray) -> np.ndarray:
     top = np.take(flat, ri + xi) * (1 - fx) + np.take(flat, ri + xj) * fx
     bottom = np.take(flat, rj + xi) * (1 - fx) + np.take(flat, rj + xj) * fx
     out = top * (1 - fy) + bottom * fy  # (n, H*W)
-    return out.reshape(n, h, w).astype(np.float32, copy=False)
+    return out.reshape(*lead, h, w).astype(np.float32, copy=False)

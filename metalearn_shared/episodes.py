@@ -29,7 +29,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from metalearn_shared.augment import KochAffine, _affine_warp, _koch_params
+from metalearn_shared.augment import KochAffine, _affine_warp, _augment_ranges, _koch_params
 from metalearn_shared.data.dataset import ImageDataset
 from metalearn_shared.sampling import (
     _check_classes,
@@ -163,13 +163,15 @@ def _fewshot_batch(images: np.ndarray, classes: np.ndarray, index: np.ndarray,
     support_index = index[:, :, :shots].reshape(size, n * shots)  # (B, N*K) class-major
     query_index = index[:, :, shots:].reshape(size, n * (m - shots))  # (B, N*Q)
     labels = np.arange(n, dtype=np.int64)
-    x = _to_float(images[index])  # (B, N, K+Q, H, W)
-    if params is not None:
-        x = _affine_warp(x.reshape(-1, *x.shape[-2:]), params.reshape(-1, 7)).reshape(x.shape)
+    support_x = _to_float(images[support_index])  # (B, N*K, H, W)
+    query_x = _to_float(images[query_index])  # (B, N*Q, H, W)
+    if params is not None:  # (B, N, K+Q, 7) split like the indices
+        support_x = _affine_warp(support_x, params[:, :, :shots].reshape(size, n * shots, 7))
+        query_x = _affine_warp(query_x, params[:, :, shots:].reshape(size, n * (m - shots), 7))
     return FewShotEpisode(
-        support_x=x[:, :, :shots].reshape(size, n * shots, *x.shape[-2:]),  # (B, N*K, H, W)
+        support_x=support_x,
         support_y=np.tile(np.repeat(labels, shots), (size, 1)),
-        query_x=x[:, :, shots:].reshape(size, n * (m - shots), *x.shape[-2:]),  # (B, N*Q, H, W)
+        query_x=query_x,
         query_y=np.tile(np.repeat(labels, m - shots), (size, 1)),
         classes=classes,
         support_index=support_index,
@@ -202,11 +204,11 @@ class FewShotSampler(_Sampler):
 
     def __init__(
         self, dataset: ImageDataset, ways: int, shots: int, queries: int, seed: int = 0,
-        augment: bool | KochAffine = False,
+        augment: bool | KochAffine | None = False,
     ) -> None:
         owner = type(self).__name__
         self.dataset = dataset
-        self.augment = _augment_spec(augment)
+        self.augment = _augment_ranges(augment)
         self.ways = _count(owner, "ways", ways)
         self.shots = _count(owner, "shots", shots)
         self.queries = _count(owner, "queries", queries, minimum=0)
@@ -350,13 +352,13 @@ class PairSampler(_Sampler):
         dataset: ImageDataset,
         batch: int,
         seed: int = 0,
-        augment: bool | KochAffine = False,
+        augment: bool | KochAffine | None = False,
     ) -> None:
         owner = type(self).__name__
         self.dataset = dataset
         self.batch_size = _count(owner, "batch", batch)
         self.seed = _count(owner, "seed", seed, minimum=0)
-        self.augment = _augment_spec(augment)
+        self.augment = _augment_ranges(augment)
         # A different pair needs 2 classes; a same pair 2 instances of one class.
         _check_classes(
             owner,
@@ -396,27 +398,14 @@ class PairSampler(_Sampler):
         x1 = _to_float(images[index[:, :, 0]])  # (E, B, H, W)
         x2 = _to_float(images[index[:, :, 1]])
         if params is not None:
-            x1 = _affine_warp(x1.reshape(-1, *x1.shape[-2:]), params[:, 0].reshape(-1, 7))
-            x2 = _affine_warp(x2.reshape(-1, *x2.shape[-2:]), params[:, 1].reshape(-1, 7))
+            x1, x2 = _affine_warp(x1, params[:, 0]), _affine_warp(x2, params[:, 1])
         return PairBatch(
-            x1=x1.reshape(size, pairs, *images.shape[1:]),
-            x2=x2.reshape(size, pairs, *images.shape[1:]),
+            x1=x1,
+            x2=x2,
             y=y,
             index1=index[:, :, 0],
             index2=index[:, :, 1],
         )
-
-
-def _augment_spec(augment: bool | KochAffine) -> KochAffine | None:
-    """A sampler's ``augment`` argument as a :class:`KochAffine`, or ``None`` for none."""
-    if isinstance(augment, KochAffine):
-        return augment
-    if isinstance(augment, (bool, np.bool_)):
-        return KochAffine() if augment else None
-    raise TypeError(
-        f"augment must be a bool or a KochAffine; found {type(augment).__name__} "
-        f"({augment!r}). Pass True for Koch's defaults or KochAffine(...) for other ranges."
-    )
 
 
 # -- MANN sequences --------------------------------------------------------------------
@@ -461,11 +450,11 @@ class SequenceSampler(_Sampler):
         seed: int = 0,
         labels: Literal["onehot", "string"] = "onehot",
         rotate: bool = False,
-        augment: bool | KochAffine = False,
+        augment: bool | KochAffine | None = False,
     ) -> None:
         owner = type(self).__name__
         self.dataset = dataset
-        self.augment = _augment_spec(augment)
+        self.augment = _augment_ranges(augment)
         self.ways = _count(owner, "ways", ways)
         self.samples_per_class = _count(owner, "samples_per_class", samples_per_class)
         self.seed = _count(owner, "seed", seed, minimum=0)
@@ -561,7 +550,7 @@ class SequenceSampler(_Sampler):
                     flat[sel] = np.rot90(flat[sel], quarter, axes=(1, 2))
         x = _to_float(images)  # (B, T, H, W)
         if params is not None:
-            x = _affine_warp(x.reshape(-1, *x.shape[-2:]), params[:, :t].reshape(-1, 7))
+            x = _affine_warp(x, params[:, :t])
         x = x.reshape(size, t, -1)  # (B, T, H*W)
 
         if string:

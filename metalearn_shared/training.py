@@ -203,7 +203,7 @@ def setup_from_args(args: Any) -> TrainSetup:
 def train_sampler(setup: TrainSetup) -> PairSampler | FewShotSampler | SequenceSampler:
     """The seeded sampler whose episode ``s`` (or batch ``s``) feeds training step ``s``."""
     seed = setup.train.seed
-    augment = augment_spec(setup.train.augment) or False
+    augment = augment_spec(setup.train.augment)  # None: no distortion
     if setup.family == "pairs":
         return PairSampler(setup.train_data, setup.train.batch, seed=seed, augment=augment)
     if setup.family == "fewshot":
