@@ -33,14 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _augments() -> dict:
-    from metalearn_shared.augment import SANTORO_AFFINE, KochAffine
-
-    return {"none": False, "santoro": SANTORO_AFFINE, "koch": KochAffine()}
-
-
-_AUGMENTS = ("none", "santoro", "koch")
+from metalearn_shared.augment import AUGMENTS, augment_spec
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,7 +53,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16, help="episodes per step")
     p.add_argument("--rotate", action="store_true",
                    help="per-episode augmentation: each class rotated by a random quarter turn")
-    p.add_argument("--augment", default="none", choices=tuple(_AUGMENTS),
+    p.add_argument("--augment", default="none", choices=tuple(AUGMENTS),
                    help="per-image affine distortion of the training episodes: 'santoro' is "
                         "the MANN reference implementation's (each image rotated by up to "
                         "±30° and shifted by up to 10/105 of its side), 'koch' Koch et al.'s")
@@ -136,7 +129,7 @@ def train(a: argparse.Namespace) -> None:
     train_data, test_data = load_splits("omniglot", a.data_dir, 20,
                                         not a.no_rotation_classes, a.seed)
     sampler = SequenceSampler(train_data, 5, 10, seed=a.seed, rotate=a.rotate,
-                              augment=_augments()[a.augment])
+                              augment=augment_spec(a.augment))
     opt = make_optimizer(a.optimizer, model.parameters(), lr=a.lr)
     loss_fn = model.make_loss()
 
