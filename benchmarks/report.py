@@ -247,9 +247,8 @@ def _trainer_targets(trainer: dict[str, Any], recs: list[dict[str, Any]], thread
     for t in trainer.get("records", []):
         why = t.get("error", "")
         if t.get("ratio") is not None:
-            step = next((r for r in recs if r["workload"] == t["workload"] and r["phase"] ==
-                         "train" and r["framework"] == t["framework"] and r["mode"] == t["mode"]),
-                        None)
+            step = _best(recs, workload=t["workload"], framework=t["framework"],
+                         mode=t["mode"], phase="train")
             top = ", ".join(f"{p['function']} {p['share']:.0%}"
                             for p in (t.get("python_profile") or [])[:4])
             why = (f"trainer {t['ms_per_step']:.0f} ms/step (min {t['min_ms']:.0f}, "

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Device
+from benchmarks.report import _best
 from benchmarks.steps import Workload, workloads
 from metalearn_shared.config import TrainConfig
 
@@ -59,8 +60,8 @@ WARMUP_ROWS = 2
 
 def _step_record(records: list[dict[str, Any]], w: Workload, framework: str, mode: str
                  ) -> dict[str, Any] | None:
-    return next((r for r in records if r["workload"] == w.key and r["framework"] == framework
-                 and r["mode"] == mode and r["phase"] == "train" and "median_s" in r), None)
+    """The steps section's successful training record of ``w`` in ``framework`` ``mode``."""
+    return _best(records, workload=w.key, framework=framework, mode=mode, phase="train")
 
 
 def plan(ws: list[Workload], frameworks: tuple[str, ...], records: list[dict[str, Any]],
