@@ -9,6 +9,7 @@ and the backends (:mod:`metalearn.backends`); no model is named here.
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Callable
 
 from metalearn_shared import models, registry
@@ -34,8 +35,6 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _split_lines(self, text: str, width: int) -> list[str]:
         # Never break inside a hyphenated name (an optimiser, a model): wrap at spaces only.
-        import textwrap
-
         return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width,
                              break_on_hyphens=False)
 
