@@ -123,7 +123,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     steps = results.get("steps") or {}
     recs = steps.get("records", [])
-    _seed_targets(results.get("seed") or {}, threads, add)
+    _seed_targets(results.get("seed") or {}, threads, gemm_peak(results), add)
     _malloc_target(results.get("seed") or {}, add)
     _framework_targets(recs, threads, add)
     _batchnorm_targets(steps.get("keras_batchnorm_ablation") or [], add)
@@ -135,9 +135,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _seed_targets(seed: dict[str, Any], threads: int, add: Any) -> None:
+def _seed_targets(seed: dict[str, Any], threads: int, peak: float | None, add: Any) -> None:
     """Our pipeline with the library's defaults vs the seed document's loop, same pairs:
-    torch eager and Keras ``tf.function``, each ≥ 2×."""
+    torch eager and Keras ``tf.function``, each ≥ 2×. The evidence for a miss: the rates,
+    the step's profile, and the bound the GEMM peak sets — the FLOP rate 2× the seed loop
+    would need, as a share of the machine's fp32 GEMM rate (``peak``, GFLOP/s)."""
     pipes = _ok(seed.get("pipelines", []))
     base = next((p for p in pipes if p.get("baseline")), None)
     ladder = {r["variant"]: r for r in _ok(seed.get("ladder", [])) if r.get("process") == "this"}
@@ -155,6 +157,19 @@ def _seed_targets(seed: dict[str, Any], threads: int, add: Any) -> None:
                 why += (f"; fastest ladder rung '{fastest['variant']}' "
                         f"{fastest['per_s']:.0f} pairs/s = {fastest['per_s'] / base['per_s']:.2f}× "
                         "the seed loop")
+            flops, pairs = seed.get("train_flops_per_batch"), seed.get("pairs_per_batch")
+            if flops and pairs and peak:
+                rate = flops / pairs / 1e9  # GFLOP per pair
+                why += (f"; the seed loop computes {base['per_s'] * rate:.1f} GFLOP/s "
+                        f"({base['per_s'] * rate / peak:.0%} of the {peak:.0f} GFLOP/s GEMM "
+                        f"peak), ours {ours['per_s'] * rate / peak:.0%}: "
+                        f"{AIMS['seed_loop']:g}× would need "
+                        f"{AIMS['seed_loop'] * base['per_s'] * rate / peak:.0%} of the peak")
+            profile = next((v for k, v in (seed.get("profiles") or {}).items()
+                            if k.startswith(label.split()[0].lower())), None)
+            if profile:
+                why += "; top self-CPU ops: " + ", ".join(
+                    f"{p['op']} {p['share']:.0%}" for p in profile[:4])
         add(f"our {label} pipeline, library defaults, ≥ {AIMS['seed_loop']:g}× the seed "
             "document's loop (seed Siamese, same pairs)", ratio, AIMS["seed_loop"], True, why,
             framework=framework)

@@ -39,10 +39,11 @@ from typing import Any
 
 from benchmarks.bench_sampling import make_dataset
 from benchmarks.common import Budget, Device, measure, memory_probe
-from benchmarks.steps import torch_profile
+from benchmarks.flops import model_flops
+from benchmarks.steps import keras_profile, torch_profile
 from metalearn_shared import models
 from metalearn_shared.episodes import PairSampler
-from metalearn_shared.registry import ModelSpec
+from metalearn_shared.registry import ModelSpec, Task
 
 __all__ = ["SeedSiameseNetwork", "seed_pair_loader", "seed_spec", "torch_train_step", "run_seed",
            "MALLOC_TUNABLES", "PROBE_MALLOC", "probe_main"]
@@ -416,8 +417,13 @@ def run_seed(quick: bool, budget: Budget, frameworks: tuple[str, ...], device: D
         profiles["torch eager, fused Adam + channels-last"] = torch_profile(
             torch_train_step(config, sampler, device, sample=False, channels_last=True,
                              fused_adam=True), steps=1 if quick else 2)
+        if "keras" in frameworks:
+            profiles["keras tf.function, library default"] = keras_profile(
+                _keras_pipeline_call(config, sampler, device, "function"))
     return {"pipelines": pipelines, "ladder": ladder, "profiles": profiles,
             "pairs_per_batch": pairs, "batches_in_loader": batches,
+            # the spec's FLOP count of one training batch: achieved rate vs the GEMM peak
+            "train_flops_per_batch": model_flops(config, Task(batch=pairs)).train,
             "malloc_tunables": MALLOC_TUNABLES,
             "malloc": {**malloc_setting(), "default_mode": DEFAULT_MODE}}
 

@@ -43,11 +43,15 @@ what the float64 statistics cost. Quick: the cheapest such workload.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gc
+import re
+import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_sampling import make_dataset
@@ -62,7 +66,7 @@ from metalearn_shared.registry import Workload as SpecWorkload
 from metalearn_shared.training import step_batch
 
 __all__ = ["Workload", "workloads", "TORCH_MODES", "KERAS_MODES", "modes_for", "plan",
-           "run_steps", "torch_profile", "keras_batchnorm_ablation"]
+           "run_steps", "torch_profile", "keras_profile", "keras_batchnorm_ablation"]
 
 TORCH_MODES = ("eager", "eager-cl", "compile", "compile-cl")
 KERAS_MODES = ("eager", "function", "xla")
@@ -224,6 +228,62 @@ def torch_profile(call: Callable[[], None], steps: int = 2, rows: int = 8, warm:
             for e in events[:rows]]
 
 
+def keras_profile(call: Callable[[], None], steps: int = 1, rows: int = 6
+                  ) -> list[dict[str, Any]]:
+    """The ``rows`` TensorFlow ops with the most self time over ``steps`` calls, in
+    :func:`torch_profile`'s format, from TensorFlow's own profiler (its XPlane trace).
+
+    Self time = an event's duration minus its nested events' on the same thread. The runtime's
+    worker threads are counted (``tf.function``: the graph executor's ops, named
+    ``layer/op:OpType``, grouped by ``OpType``; XLA: the compiled program's HLO thunks, named
+    ``convolution.8``, grouped without the numeric suffix); the Python thread, which only
+    waits for them there, is counted alone when no worker ran anything (eager: ops run on the
+    calling thread).
+    """
+    import tensorflow as tf  # Keras 3's backend: its profiler
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        try:
+            for _ in range(steps):
+                call()
+        finally:
+            tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        for f in Path(logdir).rglob("*.xplane.pb"):
+            space.MergeFromString(f.read_bytes())
+
+    def group(name: str) -> str:
+        if ":" in name:  # graph executor: "model/layer/op:OpType"
+            return name.rsplit(":", 1)[1]
+        return re.sub(r"\.\d+$", "", name)  # XLA: "convolution.8", "fusion.3"
+
+    workers: collections.Counter[str] = collections.Counter()
+    caller: collections.Counter[str] = collections.Counter()
+    counts: collections.Counter[str] = collections.Counter()
+    for plane in (p for p in space.planes if p.name.startswith("/host:CPU")):
+        for line in plane.lines:
+            into = caller if line.name == "python" else workers
+            stack: list[list[Any]] = []  # [end_ps, name, self_ps] of open events
+            for e in sorted(line.events, key=lambda e: (e.offset_ps, -e.duration_ps)):
+                while stack and stack[-1][0] <= e.offset_ps:
+                    end, name, own = stack.pop()
+                    into[name] += own
+                if stack:
+                    stack[-1][2] -= e.duration_ps
+                name = group(plane.event_metadata[e.metadata_id].name)
+                counts[name] += 1
+                stack.append([e.offset_ps + e.duration_ps, name, e.duration_ps])
+            for _, name, own in stack:
+                into[name] += own
+    self_ps = workers if sum(workers.values()) > 0 else caller
+    total = sum(v for v in self_ps.values() if v > 0) or 1
+    return [{"op": op, "self_cpu_ms_per_step": ps / 1e9 / steps, "share": ps / total,
+             "calls_per_step": counts[op] / steps}
+            for op, ps in self_ps.most_common(rows)]
+
+
 # -- Keras ---------------------------------------------------------------------------------
 def _keras_call(w: Workload, mode: str, phase: str, device: Device,
                 compile_backend: str) -> tuple[Callable[[], Any], dict[str, Any]]:
@@ -314,8 +374,9 @@ def _one(w: Workload, framework: str, mode: str, phase: str, device: Device, bud
             timing = measure(call, warm, sync)
         if breaks is not None:
             info.update(breaks())
-        if framework == "torch" and phase == "train" and not device.is_cuda:
-            record["profile_top"] = torch_profile(call, steps=1, rows=6, warm=False)
+        if phase == "train" and not device.is_cuda:
+            record["profile_top"] = (torch_profile(call, steps=1, rows=6, warm=False)
+                                     if framework == "torch" else keras_profile(call))
         flops = w.flops.train if phase == "train" else w.flops.forward
         record.update(info, **timing.to_dict(), per_s=timing.rate(w.units),
                       flops_per_call=flops, gflops_per_s=flops / timing.median_s / 1e9,

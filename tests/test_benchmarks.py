@@ -77,6 +77,11 @@ def test_quick_run_writes_json_markdown_and_charts(quick_run: tuple[Path, float]
     pngs = {p.name for p in out.glob("*.png")}
     assert {f"{_only(out, '*Z.json').stem}-{w}.png" for w in workloads} <= pngs
     assert any(name.endswith("-targets.png") for name in pngs)
+    for r in records:  # each framework's own profiler: the evidence behind a miss's "why"
+        if r["phase"] == "train":
+            top = r["profile_top"]
+            assert top and all(t["op"] and t["self_cpu_ms_per_step"] > 0 for t in top), r
+            assert 0 < sum(t["share"] for t in top) <= 1 + 1e-9, r
     # No wall-time assertion: on a shared 2-core runner it measures the neighbours. CI's
     # --durations report shows the quick run's time.
 
@@ -173,6 +178,9 @@ def _hand_built_results() -> dict:
             {"workload": "siamese-conv4", "float64_s": 0.2, "float32_s": 0.15,
              "float64_share": 0.25}]},
         "seed": {"malloc": {"mode": "heap", "default_mode": "heap"}, "ladder": fresh,
+                 "pairs_per_batch": 128, "train_flops_per_batch": 128 * 0.4e9,
+                 "profiles": {"keras tf.function, library default": [
+                     {"op": "Conv2D", "share": 0.6, "self_cpu_ms_per_step": 6.0}]},
                  "pipelines": [pipeline, {**pipeline, "baseline": False, "per_s": 250.0,
                                           "library_default": True, "variant": "ours torch"},
                                {**pipeline, "baseline": False, "per_s": 150.0, "framework":
@@ -204,6 +212,10 @@ def test_targets_pass_and_miss_on_hand_built_results() -> None:
     keras_seed = one("Keras tf.function pipeline")
     assert keras_seed["measured"] == pytest.approx(1.5) and keras_seed["pass"] is False
     assert "150 vs 100 pairs/s" in keras_seed["why"]
+    # 100 pairs/s × 0.4 GFLOP = 40% of the 100 GFLOP/s peak: 2× needs 80% of it
+    assert "40.0 GFLOP/s (40% of the 100 GFLOP/s GEMM peak), ours 60%" in keras_seed["why"]
+    assert "2× would need 80% of the peak" in keras_seed["why"]
+    assert "top self-CPU ops: Conv2D 60%" in keras_seed["why"]
     malloc = one("malloc")  # heap 1.4× glibc's defaults: passes, though the tunables beat it
     assert malloc["measured"] == pytest.approx(1.4) and malloc["pass"] is True
     assert malloc["best_setting"] == "tunables"
