@@ -36,6 +36,8 @@ MANN_SMALL = MANNConfig(image_size=8, num_classes=5, controller_units=16, memory
 MANN_STRINGS = MANN_SMALL.replace(label_groups=5)
 #: The reference implementation's separate add vector.
 MANN_ADD = MANN_SMALL.replace(write_vector="add")
+#: Sharpened reads (softmax of 4 × cosine): a port that drops the factor changes every read.
+MANN_SHARP = MANN_SMALL.replace(read_sharpness=4.0)
 LSTM_SMALL = LSTMConfig(image_size=8, num_classes=5, controller_units=16)
 LSTM_STRINGS = LSTM_SMALL.replace(label_groups=5)
 
@@ -200,7 +202,7 @@ def test_cosine_eps_keeps_zero_vectors_finite():
 
 # -- each framework against the spec ----------------------------------------------------------
 CASES = [pytest.param(MANN_SMALL, id="mann"), pytest.param(MANN_STRINGS, id="mann-strings"),
-         pytest.param(MANN_ADD, id="mann-add"),
+         pytest.param(MANN_ADD, id="mann-add"), pytest.param(MANN_SHARP, id="mann-sharp"),
          pytest.param(LSTM_SMALL, id="lstm"), pytest.param(LSTM_STRINGS, id="lstm-strings")]
 
 
@@ -410,6 +412,19 @@ def test_an_unknown_write_vector_is_a_clear_error():
         MANNConfig(write_vector="erase")
 
 
+def test_read_sharpness_sharpens_the_reads_and_must_be_positive():
+    """``s`` multiplies the cosines before the read softmax: s = 1 is the paper's rule, a
+    larger ``s`` puts more weight on the best-matching slot."""
+    params = {p.name: np.random.default_rng(0).normal(0, 0.5, p.shape) for p in
+              param_spec(MANN_SMALL)}
+    (x, prev), _ = _episodes(MANN_SMALL)
+    flat = mann_spec.reference_forward(params, MANN_SMALL, x, prev).read_weights
+    sharp = mann_spec.reference_forward(params, MANN_SHARP, x, prev).read_weights
+    assert sharp.max(-1).mean() > 2 * flat.max(-1).mean()
+    with pytest.raises(ValueError, match="read_sharpness must be positive"):
+        MANNConfig(read_sharpness=0.0)
+
+
 def test_write_vector_from_the_command_line_and_back():
     """``metalearn train --model mann --write-vector add`` builds the add-vector MANN, and
     ``metalearn eval`` reads the option back from a checkpoint's config."""
@@ -423,3 +438,7 @@ def test_write_vector_from_the_command_line_and_back():
     assert spec.args_from_config(config)["write_vector"] == "add"
     default = build_parser().parse_args(["train", "--model", "mann"])
     assert spec.config_from_args(default, 20).write_vector == "key"  # the paper's Eq. 23
+    assert spec.config_from_args(default, 20).read_sharpness == 1.0  # the paper's Eq. 17
+    sharp = build_parser().parse_args(["train", "--model", "mann", "--read-sharpness", "8"])
+    assert spec.config_from_args(sharp, 20).read_sharpness == 8.0
+    assert spec.args_from_config(spec.config_from_args(sharp, 20))["read_sharpness"] == 8.0

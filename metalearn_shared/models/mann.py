@@ -50,7 +50,12 @@ One step, in this order (write, then read — as the reference implementation):
     5. Erase, then write: the single least-used slot (rank 0) is set to zero, then
        ``M_t(i) = M'(i) + sum_j w^w_t(j, i) v_t(j)``.
     6. Read from the new memory: ``K(j, i) = cosine(k_t(j), M_t(i))`` (:func:`cosine`),
-       ``w^r_t(j) = softmax_i K(j, i)``, ``r_t(j) = sum_i w^r_t(j, i) M_t(i)``.
+       ``w^r_t(j) = softmax_i (s K(j, i))``, ``r_t(j) = sum_i w^r_t(j, i) M_t(i)``, where
+       ``s = read_sharpness`` is 1 in the paper (its Eq. 17 has no key strength, unlike the
+       NTM's ``β``). The cosines lie in [-1, 1], so at ``s = 1`` no read can weight a slot
+       more than ``e^2`` times another: over ``N = 128`` slots the best match gets at most
+       ``e / (e + 127/e) ≈ 5.5%`` — the trained MANN's reads are nearly uniform
+       (``docs/results.md``). A constant ``s > 1`` sharpens every read alike.
     7. Usage: ``w^u_t = γ w^u_{t-1} + sum_j w^r_t(j) + sum_j w^w_t(j)``.
     8. Output: ``logits_t = W_o [h_t ; r_t] + b_o``; ``G`` softmaxes of ``C`` (the model
        returns logits; the loss applies the softmax).
@@ -127,6 +132,8 @@ class MANNConfig(SequenceSizes, ConfigMixin):
         cosine_eps: epsilon in the cosine similarity's denominator.
         write_vector: ``"key"`` (the paper's Eq. 23: write the key) or ``"add"`` (a separate
             add vector, as the reference implementation; see the module docstring).
+        read_sharpness: the constant ``s`` the cosines are multiplied by before the read
+            softmax; 1 (the paper's Eq. 17) by default (see the module docstring, step 6).
     """
 
     model: ClassVar[str] = "mann"
@@ -141,8 +148,11 @@ class MANNConfig(SequenceSizes, ConfigMixin):
     memory_init: float = 1e-6
     cosine_eps: float = 1e-8
     write_vector: str = "key"
+    read_sharpness: float = 1.0
 
     def __post_init__(self) -> None:
+        check(self.read_sharpness > 0,
+              f"read_sharpness must be positive; found {self.read_sharpness}.")
         check(self.read_heads <= self.memory_slots, "read_heads must not exceed memory_slots.")
         check(self.write_vector in WRITE_VECTORS,
               f"write_vector must be one of {WRITE_VECTORS}; found {self.write_vector!r}.")
@@ -286,7 +296,8 @@ def reference_forward(
         memory[rows, lu[:, 0]] = 0.0
         memory = memory + np.sum(write_weights[..., None] * written[:, :, None, :], axis=1)
         # 6. read from the new memory
-        read_weights = _softmax(cosine(keys, memory, config.cosine_eps))  # (B, H, N)
+        read_weights = _softmax(config.read_sharpness
+                                * cosine(keys, memory, config.cosine_eps))  # (B, H, N)
         read = np.sum(read_weights[..., None] * memory[:, None], axis=2).reshape(b, -1)
         # 7. usage
         usage = config.gamma * usage + read_weights.sum(1) + write_weights.sum(1)
@@ -335,11 +346,16 @@ SPEC = registry.register_model(sequence_spec(
     # Small enough to be quick, large enough that the LRUA reuses every slot (50 steps x 3
     # heads over 16 slots); then the paper's sizes (128 x 40 memory, 4 heads), forward only.
     parity_cases=_parity_cases,
-    # --write-vector maps onto the config field of its name (sequence_spec).
+    # --write-vector and --read-sharpness map onto the config fields of their names
+    # (sequence_spec).
     options=(registry.Option(("--write-vector",), {
         "default": None, "choices": WRITE_VECTORS,
         "help": "mann: what the LRUA writes: key (the paper's Eq. 23, default) or add (a "
-                "separate add vector, as the reference implementation)"}),),
+                "separate add vector, as the reference implementation)"}),
+             registry.Option(("--read-sharpness",), {
+        "default": None, "type": float, "metavar": "S",
+        "help": "mann: reads weight the slots by softmax(S · cosine); 1 (the paper's Eq. 17, "
+                "default) cannot focus a read on one of 128 slots"}),),
     workloads=lambda quick: sequence_workloads(MANNConfig, "mann", quick, {
         "controller_units": 16, "memory_slots": 8, "memory_width": 4, "read_heads": 1}),
     flops=_flops,

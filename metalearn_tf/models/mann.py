@@ -138,7 +138,8 @@ class MANNCell(keras.layers.Layer):
         dot = ops.sum(ops.expand_dims(keys, 2) * ops.expand_dims(memory, 1), axis=-1)  # (B,H,N)
         kk = ops.expand_dims(ops.sum(keys * keys, axis=-1), -1)  # (B, H, 1)
         mm = ops.expand_dims(ops.sum(memory * memory, axis=-1), 1)  # (B, 1, N)
-        read_weights = ops.softmax(dot / ops.sqrt(kk * mm + cfg.cosine_eps), axis=-1)
+        read_weights = ops.softmax(
+            cfg.read_sharpness * (dot / ops.sqrt(kk * mm + cfg.cosine_eps)), axis=-1)
         read = ops.reshape(ops.matmul(read_weights, memory), (-1, heads * width))  # (B, H*W)
         # 7. usage
         usage = cfg.gamma * usage + ops.sum(read_weights, axis=1) + ops.sum(write, axis=1)

@@ -144,7 +144,8 @@ class MANNCell(nn.Module):
         dot = (keys.unsqueeze(2) * memory.unsqueeze(1)).sum(-1)  # (B, H, N)
         kk = (keys * keys).sum(-1).unsqueeze(-1)  # (B, H, 1)
         mm = (memory * memory).sum(-1).unsqueeze(1)  # (B, 1, N)
-        read_weights = torch.softmax(dot / torch.sqrt(kk * mm + cfg.cosine_eps), dim=-1)
+        read_weights = torch.softmax(
+            cfg.read_sharpness * (dot / torch.sqrt(kk * mm + cfg.cosine_eps)), dim=-1)
         read = torch.bmm(read_weights, memory).flatten(1)  # (B, H*W)
         # 7. usage
         usage = cfg.gamma * state.usage + read_weights.sum(1) + write.sum(1)  # (B, N)
