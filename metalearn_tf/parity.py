@@ -6,7 +6,8 @@ parity tests) treats both frameworks alike. Every array returned is numpy, in ca
 (torch) names, layouts and element order (Keras-flattened ``conv4`` embeddings are
 reordered to ``(C, H, W)``); every model is one of ``metalearn_tf.models``. Training uses
 the trainer's own pieces: ``compile(loss=model.make_loss())`` + ``fit`` on the trainer's
-:class:`~metalearn_tf.train.EpisodeDataset`.
+:class:`~metalearn_tf.train.EpisodeDataset`, fed as the trainer feeds it
+(:func:`~metalearn_tf.train.static_batches`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from metalearn_shared.parity import TrainRecord
 from metalearn_shared.weights import to_canonical, to_framework
 from metalearn_tf.checkpoint import get_canonical, keras_variables, set_canonical
 from metalearn_tf.models import objective
-from metalearn_tf.train import EpisodeDataset
+from metalearn_tf.train import EpisodeDataset, static_batches
 
 __all__ = ["parity_context", "forward", "embed", "trace", "loss_and_grads", "train_steps",
            "forced_steps", "apply_update", "set_weights", "pin_threads",
@@ -193,7 +194,8 @@ def _state(model: keras.Model) -> dict:
 def _fit(model: keras.Model, sampler: Any, family: str, batch: int, start: int, stop: int,
          record: TrainRecord) -> None:
     data = EpisodeDataset(model, sampler, family, batch, start, stop)
-    model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=[_Recorder(record)])
+    model.fit(static_batches(data), epochs=1, shuffle=False, verbose=0,
+              callbacks=[_Recorder(record)])
 
 
 def train_steps(model: keras.Model, sampler: Any, family: str, steps: int, lr: float,
@@ -201,7 +203,8 @@ def train_steps(model: keras.Model, sampler: Any, family: str, steps: int, lr: f
     """Train freely on batches ``1 .. steps`` of ``sampler`` by ``compile`` + ``fit``.
 
     Step ``s`` trains on ``training.step_batch(sampler, family, s, batch)`` through the
-    trainer's ``EpisodeDataset`` — the batch the trainer feeds step ``s`` — so the torch
+    trainer's ``EpisodeDataset`` and ``static_batches`` — the batch the trainer feeds step
+    ``s``, with the same static shapes — so the torch
     mirror sees the same data. ``fit`` runs the steps under ``tf.function``; the first
     step's time includes tracing.
 

@@ -176,7 +176,12 @@ def test_traced_gradient_equals_eager():
     traced = _meta_grad(model, sx, sy, qx, qy, traced=True)[1]
     ref = spec.reference_meta_gradient(w, model.config, sx, sy, qx, qy)
     for k in ref:
-        np.testing.assert_allclose(traced[k], eager[k], rtol=1e-5, atol=1e-7 * np.abs(ref[k]).max())
+        # Two float32 evaluations of the same sums by different kernels (the traced graph runs
+        # oneDNN's fused ops), so the bound is float32's against the exact gradient: with
+        # oneDNN's AVX-512 kernels (AMD EPYC) the two differed by up to 5.9e-6 of a
+        # parameter's largest gradient (Meta-SGD's partly cancelling bias terms); elementwise
+        # at 1e-7 they passed on other CPUs only. A wrong trace is off by orders more.
+        assert _rel(traced[k], eager[k]) < GRAD_RTOL, k
         assert _rel(traced[k], ref[k]) < GRAD_RTOL, k
 
 
