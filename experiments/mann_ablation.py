@@ -20,6 +20,12 @@ written, so ``--resume`` continues a run (``--steps`` is the total). The runs of
     python experiments/mann_ablation.py --compile --batch 4 --steps 150000 --eval-every 4000 --augment santoro --out runs/mann-b4/santoro-batch4.jsonl
     python experiments/mann_ablation.py --model lstm --compile --batch 4 --steps 150000 --eval-every 4000 --augment santoro --out runs/mann-b4/lstm-santoro-batch4.jsonl
     python experiments/mann_ablation.py --plot runs/mann-abl/key.jsonl runs/mann-abl/add.jsonl --out docs/images/mann-ablation-write-vector.png
+    python experiments/mann_ablation.py --probe runs/mann-b4/key-batch4.safetensors --out runs/mann-b4/key-batch4-probe.json
+
+``--probe CKPT`` asks what a trained MANN's memory does: the checkpoint is evaluated on the same
+held-out episodes as trained, with its read vectors zeroed (classifier and controller), and
+with the read vectors of another episode of the batch; and the read weights' sharpness is
+measured (mean and largest weight a head puts on one slot, entropy against uniform's).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,6 +79,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume-lr", type=float, default=None, metavar="LR",
                    help="with --resume: continue at this learning rate (the optimiser state "
                         "restores the run's own otherwise); recorded in the log")
+    p.add_argument("--probe", default=None, metavar="CKPT",
+                   help="instead of training: what a trained MANN's memory does (see above); "
+                        "the figures are printed and written to OUT as JSON")
     p.add_argument("--plot", nargs="+", default=None, metavar="JSONL",
                    help="draw these runs' held-out curves instead of training")
     p.add_argument("--x", default="episodes", choices=("episodes", "step", "minutes"),
@@ -110,6 +120,65 @@ def plot(runs: list[str], out: str, axis: str = "episodes") -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
+
+
+def probe(a: argparse.Namespace) -> dict:
+    """``--probe``: the checkpoint's held-out per-instance accuracy as trained, with its read
+    vectors replaced (zeros; another episode's), and its read weights' sharpness."""
+    import types
+
+    import torch
+
+    from metalearn_shared.episodes import SequenceSampler
+    from metalearn_shared.training import evaluate_sequences, load_splits
+    from metalearn_torch.checkpoint import load_checkpoint
+
+    torch.set_num_threads(a.threads)
+    model, meta = load_checkpoint(a.probe)
+    if model.config.model != "mann":
+        raise SystemExit(f"--probe: {a.probe} holds a {model.config.model}, not a MANN.")
+    model.eval()
+    data = meta.get("data") or {}
+    _, test_data = load_splits("omniglot", a.data_dir, model.config.image_size,
+                               bool(data.get("rotations", True)), int(data.get("seed", a.seed)))
+    cell, step = model.cell, model.cell.step
+
+    def replaced(read: Any) -> Any:
+        def run(self: Any, x_t: Any, state: Any) -> Any:  # the cell's step, reads swapped
+            # the replaced read goes to the classifier now and to the controller next step
+            logits, new, ranks, write = step(x_t, state)
+            r = read(new.read)
+            return self.classifier(torch.cat([new.h, r], -1)), new._replace(read=r), ranks, write
+        return run
+
+    def accuracy() -> dict:
+        def logits(x: np.ndarray, prev: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return model(torch.as_tensor(x), torch.as_tensor(prev)).numpy()
+        per, overall = evaluate_sequences(logits, test_data, 5, 10, a.eval_episodes, seed=0)
+        return {"overall": round(100 * overall.mean, 1),
+                "per_instance": {k: round(100 * v.mean, 1) for k, v in per.items()}}
+
+    out: dict = {"checkpoint": str(a.probe), "step": meta.get("step"), "as_trained": accuracy()}
+    for name, read in (("reads_zeroed", torch.zeros_like),
+                       ("reads_of_another_episode", lambda r: r.roll(1, 0))):
+        cell.step = types.MethodType(replaced(read), cell)
+        try:
+            out[name] = accuracy()
+        finally:
+            del cell.step  # the class's own step again
+    b = SequenceSampler(test_data, 5, 10, seed=1_000_003).batch(0, 16)
+    weights = model.forward_with_trace(torch.as_tensor(b.x),
+                                       torch.as_tensor(b.prev_label)).read_weights.numpy()
+    top = weights.max(-1)  # (B, T, H): the largest weight of each read
+    out["read_weights"] = {
+        "slots": weights.shape[-1], "uniform": 1 / weights.shape[-1],
+        "mean_max": float(top.mean()), "max": float(top.max()),
+        "entropy": float(-(weights * np.log(weights + 1e-12)).sum(-1).mean()),
+        "uniform_entropy": float(np.log(weights.shape[-1]))}
+    print(json.dumps(out, indent=1))
+    Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    return out
 
 
 def train(a: argparse.Namespace) -> None:
@@ -214,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--resume-lr changes the learning rate of a resumed run; add --resume.")
     if a.plot:
         plot(a.plot, a.out, a.x)
+    elif a.probe:
+        probe(a)
     else:
         train(a)
     return 0

@@ -64,6 +64,19 @@ def test_mann_ablation_trains_evaluates_and_plots(tmp_path, monkeypatch):
                 "--out", str(tmp_path / "ev")]) == 0
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert report["checkpoint_step"] == 4 and report["data"]["dataset"] == "omniglot"
+    # the memory probe: the trained MANN with its reads replaced, and its read weights
+    probe = tmp_path / "probe.json"
+    assert script.main(["--data-dir", folder, "--probe", str(tmp_path / "add.safetensors"),
+                        "--eval-episodes", "4", "--out", str(probe)]) == 0
+    got = json.loads(probe.read_text())
+    last = json.loads(out.read_text().splitlines()[-1])  # the run's own evaluation at step 4
+    assert got["step"] == 4 and got["as_trained"]["per_instance"] == last["per_instance"]
+    for name in ("as_trained", "reads_zeroed", "reads_of_another_episode"):
+        assert set(got[name]["per_instance"]) >= {"1", "2", "10"}, name
+    assert got["reads_zeroed"] != got["as_trained"]  # the replaced reads reach the output
+    w = got["read_weights"]
+    assert w["slots"] == 16 and w["uniform"] <= w["mean_max"] <= w["max"] <= 1
+    assert 0 < w["entropy"] <= w["uniform_entropy"] + 1e-9
     png = tmp_path / "curves.png"
     for axis in ("episodes", "minutes"):
         assert script.main(["--plot", str(out), "--x", axis, "--out", str(png)]) == 0
