@@ -49,6 +49,7 @@ __all__ = [
     "interactive",
     "first_non_finite",
     "NonFiniteLoss",
+    "NonFiniteWeights",
     "plot_curves",
     "evaluate_fewshot",
     "evaluate_within_alphabet",
@@ -276,6 +277,16 @@ class NonFiniteLoss(FloatingPointError):
         super().__init__(f"loss became {value} at step {step}; training stopped and {kept}. "
                          "Lower --lr, or check the data for nan/inf pixels.")
         self.step = step
+
+
+class NonFiniteWeights(NonFiniteLoss):
+    """The weights became nan or inf while the loss was still finite (a step's update from an
+    overflowing gradient): found before a checkpoint is written, so the last good one stays."""
+
+    def __init__(self, step: int, checkpoint: Path, saved_step: int | None) -> None:
+        super().__init__(float("nan"), step, checkpoint, saved_step)
+        self.args = (str(self).replace("loss became nan", "weights became nan or inf (the loss "
+                                       "was still finite)", 1),)
 
 
 def first_non_finite(losses: Sequence[float], first_step: int) -> tuple[int, float] | None:

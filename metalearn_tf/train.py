@@ -133,6 +133,11 @@ class _RunCallback(keras.callbacks.Callback):
 
     def save(self) -> None:
         cfg = self.setup.train
+        if not all(np.isfinite(np.asarray(v)).all() for v in self.model.weights
+                   if np.issubdtype(np.asarray(v).dtype, np.floating)):
+            self.failure = T.NonFiniteWeights(self.done, self.setup.files.checkpoint, self.saved)
+            self.model.stop_training = True
+            return
         save_checkpoint(self.model, self.setup.files.checkpoint, step=self.done, seed=cfg.seed,
                         data=self.setup.data, episode_stream="episode s = f(seed, s)")
         _save_train_state(self.model.optimizer, self.setup.files.train_state, self.done,

@@ -137,6 +137,9 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
         nonlocal saved
         step_losses, step_accs = host_window()
         check(step_losses)
+        if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()
+                   if t.is_floating_point()):
+            raise T.NonFiniteWeights(done, files.checkpoint, saved)
         save_checkpoint(model, files.checkpoint, step=done, seed=cfg.seed, data=setup.data,
                         episode_stream="episode s = f(seed, s)")
         _save_train_state(opt, files.train_state, done,
