@@ -18,6 +18,7 @@ written, so ``--resume`` continues a run (``--steps`` is the total). The runs of
     python experiments/mann_ablation.py --compile --steps 5000 --eval-every 500 --write-vector add --out runs/mann-abl/add.jsonl
     python experiments/mann_ablation.py --compile --batch 4 --steps 150000 --eval-every 4000 --out runs/mann-b4/key-batch4.jsonl  # + --resume to continue
     python experiments/mann_ablation.py --compile --batch 4 --steps 150000 --eval-every 4000 --augment santoro --out runs/mann-b4/santoro-batch4.jsonl
+    python experiments/mann_ablation.py --compile --batch 4 --steps 40000 --eval-every 4000 --read-sharpness 10 --augment santoro --out runs/mann-b4/sharp10-santoro-batch4.jsonl
     python experiments/mann_ablation.py --model lstm --compile --batch 4 --steps 150000 --eval-every 4000 --augment santoro --out runs/mann-b4/lstm-santoro-batch4.jsonl
     python experiments/mann_ablation.py --plot runs/mann-abl/key.jsonl runs/mann-abl/add.jsonl --out docs/images/mann-ablation-write-vector.png
     python experiments/mann_ablation.py --probe runs/mann-b4/key-batch4.safetensors --out runs/mann-b4/key-batch4-probe.json
