@@ -14,7 +14,10 @@ out and the figure is the **median** ms per step over the remaining intervals �
 steps section's median rule, over log intervals instead of repeats.
 
 Mode: each framework's trainer offers two — torch eager / ``--compile`` (``torch.compile``
-of the model), Keras ``tf.function`` / ``--compile`` (XLA). Per model (its first workload)
+of the model), Keras ``tf.function`` / ``--compile`` (XLA). The torch trainer lays a model
+out channels-last by default where its eager step prefers it
+(:func:`metalearn_torch.models.memory_format`): its eager mode is then the steps section's
+``eager-cl`` (:func:`trainer_mode`). Per model (its first workload)
 and framework the section runs the one the steps section found faster for that workload
 (the default, eager or ``function``, when the steps section did not measure both), and
 compares it with that step record: ``ratio`` = trainer ms/step ÷ step ms. Where the ratio
@@ -47,7 +50,7 @@ from benchmarks.steps import Workload, workloads
 from metalearn_shared.config import TrainConfig
 
 __all__ = ["TRAINER_MODES", "RATIO_AIM", "WARMUP_ROWS", "plan", "run_trainer",
-           "steady_ms_per_step"]
+           "steady_ms_per_step", "trainer_mode"]
 
 #: The step-section mode each trainer runs, by its ``compile`` argument (``--compile``).
 TRAINER_MODES = {"torch": {False: "eager", True: "compile"},
@@ -56,6 +59,21 @@ TRAINER_MODES = {"torch": {False: "eager", True: "compile"},
 RATIO_AIM = 1.2
 #: Log intervals left out at the start (the first includes tracing and compilation).
 WARMUP_ROWS = 2
+
+
+def trainer_mode(w: Workload, framework: str, compile: bool) -> str:
+    """The steps-section mode of ``w``'s trainer in ``framework`` with ``--compile`` or not:
+    :data:`TRAINER_MODES`, and ``-cl`` where the torch trainer's default memory format is
+    channels-last for ``w``'s model."""
+    mode = TRAINER_MODES[framework][compile]
+    if framework == "torch":
+        from metalearn_torch.models import build_model, memory_format
+
+        model = build_model(w.config, seed=0)
+        if memory_format(model, compiled=compile and getattr(model, "compilable", True)) \
+                == "channels-last":
+            mode += "-cl"
+    return mode
 
 
 def _step_record(records: list[dict[str, Any]], w: Workload, framework: str, mode: str
@@ -69,13 +87,14 @@ def plan(ws: list[Workload], frameworks: tuple[str, ...], records: list[dict[str
     """``(workload, framework, compile)`` to run (see the module docstring)."""
     out = []
     for framework in frameworks:
-        modes = TRAINER_MODES[framework]
         if quick:
-            measured = [w for w in ws if _step_record(records, w, framework, modes[False])]
+            measured = [w for w in ws
+                        if _step_record(records, w, framework, trainer_mode(w, framework, False))]
             pick = min(measured or ws, key=lambda w: w.flops.train, default=None)
             out += [(pick, framework, False)] if pick else []
             continue
         for w in {w.model: w for w in reversed(ws)}.values():  # each model's first workload
+            modes = {c: trainer_mode(w, framework, c) for c in (False, True)}
             timed = {c: r for c, m in modes.items() if (r := _step_record(records, w, framework, m))}
             out.append((w, framework, min(timed, key=lambda c: timed[c]["median_s"])
                         if timed else False))
@@ -181,7 +200,7 @@ def run_trainer(quick: bool, frameworks: tuple[str, ...], device: Device,
     ws = [w for w in workloads(quick) if not only_models or w.model in only_models]
     records = []
     for w, framework, compile in plan(ws, frameworks, step_records, quick):
-        mode = TRAINER_MODES[framework][compile]
+        mode = trainer_mode(w, framework, compile)
         step = _step_record(step_records, w, framework, mode)
         steps, every = _lengths(step["median_s"] if step else None, quick)
         record: dict[str, Any] = {**w.describe(), "framework": framework, "mode": mode,

@@ -3,7 +3,7 @@
 # background sets (small1 + small2 = 242 characters, 8 alphabets), alphabet-disjoint split
 # (6 train / 2 test alphabets, seed 0), rotations as extra training classes.
 # One CPU thread per run, so that two runs can share a 2-core machine.
-#   usage: OMNIGLOT=path/to/folder bash experiments/results.sh [protonet|siamese|mann|lstm|maml|fomaml|metasgd|anil|reptile ...]
+#   usage: OMNIGLOT=path/to/folder bash experiments/results.sh [protonet|siamese|mann|mann-final|lstm|maml|fomaml|metasgd|anil|reptile ...]
 set -euo pipefail
 OMNIGLOT=${OMNIGLOT:-../shared/data/omniglot}
 OUT=${OUT:-runs}
@@ -44,6 +44,19 @@ sequence() {  # model steps: MANN / LSTM, 5-way, 10 samples per class, 20x20, ba
   done
 }
 
+mann_final() {  # the MANN of docs/results.md's table "trained in each framework": S = 10
+  # reads, the santoro distortion, batch 4, Adam 1e-3, 40,000 steps (160k episodes), XLA /
+  # torch.compile; evaluated on the same 1000 held-out episodes in its own framework
+  for fw in ${FRAMEWORKS:-torch tf}; do
+    metalearn train --framework $fw --model mann "${DATA[@]}" --rotations --size 20 \
+      --ways 5 --samples-per-class 10 --batch 4 --optimizer adam --lr 1e-3 --compile \
+      --read-sharpness 10 --augment santoro --steps "${MANN_STEPS:-40000}" \
+      --checkpoint-every 4000 --out "$OUT/exp-mann-final-$fw"
+    metalearn eval --framework $fw "$OUT/exp-mann-final-$fw/checkpoint.safetensors" "${DATA[@]}" \
+      --size 20 --ways 5 --samples-per-class 10 --episodes 1000 --out "$OUT/exp-mann-final-$fw/eval-$fw"
+  done
+}
+
 maml_family() {  # learner; WAYS-way 1-shot (a MAML head has WAYS outputs: train per setting),
   # conv4 28 px, each learner's inner-loop defaults; BN=transductive|running; META_BATCH
   # episodes per step (default 1); QUERIES per class in training (default 15)
@@ -63,6 +76,7 @@ for what in "${@:-protonet siamese mann lstm}"; do
     protonet) protonet ;;
     siamese) siamese ;;
     mann) sequence mann "${MANN_STEPS:-4000}" ;;
+    mann-final) mann_final ;;
     lstm) sequence lstm "${LSTM_STEPS:-2000}" ;;
     maml|fomaml|metasgd|anil|reptile) maml_family "$what" ;;
     *) echo "unknown experiment $what" >&2; exit 2 ;;

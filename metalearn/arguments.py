@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from metalearn_shared import models, registry
 from metalearn_shared.augment import AUGMENTS
+from metalearn_shared.config import MEMORY_FORMATS
 from metalearn_shared.data import HOLDOUT_HELP, parse_holdout
 from metalearn_shared.evaluation import PROTOCOLS
 from metalearn_shared.optimizers import OPTIMIZER_NAMES
@@ -182,6 +183,11 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=count(0), default=500,
                    help="steps between checkpoints (and at the end); 0 = only at the end")
     p.add_argument("--compile", action="store_true", help="torch.compile / XLA")
+    p.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS,
+                   help="torch: the layout of 4-D weights and inputs. auto = channels-last "
+                        "where the model's eager step measured faster so (ProtoNet, Siamese, "
+                        "ANIL, Reptile; not under --compile), else contiguous (NCHW). Keras' "
+                        "tensors are NHWC always: only auto")
     p.add_argument("--eval-episodes", type=count(0), default=0,
                    help="held-out episodes to evaluate at the end (0 = none)")
     _add_distribute_args(p)

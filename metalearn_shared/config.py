@@ -24,6 +24,7 @@ __all__ = [
     "TrainConfig",
     "ModelConfig",
     "BACKBONES",
+    "MEMORY_FORMATS",
     "check",
 ]
 
@@ -123,6 +124,12 @@ class BackboneConfig(ConfigMixin):
 
 #: A registered model's config (each model's spec module defines its class).
 ModelConfig = Any
+
+
+#: ``metalearn train --memory-format``: how a PyTorch model lays out its 4-D tensors.
+#: ``auto`` is each model's measured preference (``metalearn_torch.models.memory_format``);
+#: Keras' tensors are NHWC (channels-last) always.
+MEMORY_FORMATS = ("auto", "contiguous", "channels-last")
 
 
 @dataclass(frozen=True)

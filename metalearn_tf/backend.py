@@ -57,6 +57,10 @@ def main_train(args: Any) -> int:
     when the arguments or the environment ask for it."""
     from metalearn_tf import distributed, train
 
+    if getattr(args, "memory_format", "auto") != "auto":
+        raise ValueError(f"--memory-format {args.memory_format} is a PyTorch setting: Keras' "
+                         "tensors are NHWC (channels-last) always. Drop the option, or train "
+                         "with --framework torch.")
     if distributed.requested(args):
         return distributed.main_train(args)
     return train.main_train(args)

@@ -264,6 +264,11 @@ def main_train(args: Any) -> int:
     """``metalearn train --framework torch …`` under ``torchrun`` or with ``--meta-batch``."""
     from metalearn_torch.models import build_model
 
+    if getattr(args, "memory_format", "auto") not in ("auto", "contiguous"):
+        raise ValueError(f"--memory-format {args.memory_format}: the distributed trainer (torchrun "
+                         "or --meta-batch) trains contiguous (NCHW) weights only (channels-last "
+                         "was neither measured nor tested there). Drop the option, or train in "
+                         "one process without --meta-batch.")
     ctx = init_from_env()
     try:
         setup = T.setup_from_args(args)

@@ -15,6 +15,7 @@ from torch import nn
 from metalearn_shared import evaluation as E
 from metalearn_shared import training as T
 from metalearn_torch.checkpoint import load_checkpoint
+from metalearn_torch.models import memory_format, use_memory_format
 from metalearn_torch.models.backbones import inference
 
 __all__ = ["model_fns", "evaluate_model", "main_eval"]
@@ -48,6 +49,12 @@ def evaluate_model(model: nn.Module, setup: T.TrainSetup, episodes: int,
     return E.evaluate(model_fns(model), setup, episodes, out, label=f"{model.config.model} (torch)")
 
 
+def _load(path: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The checkpoint's model in the memory format its eager step prefers (as the trainer)."""
+    model, meta = load_checkpoint(path)
+    return use_memory_format(model, memory_format(model)), meta
+
+
 def main_eval(args: Any) -> int:
     """``metalearn eval --framework torch CHECKPOINT``."""
-    return E.main_eval(args, "torch", load_checkpoint, model_fns)
+    return E.main_eval(args, "torch", _load, model_fns)

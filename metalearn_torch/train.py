@@ -20,7 +20,7 @@ from torch import nn
 from metalearn_shared import training as T
 from metalearn_shared.allocator import malloc_setting
 from metalearn_shared.config import TrainConfig
-from metalearn_torch import optimizers
+from metalearn_torch import models, optimizers
 from metalearn_torch.checkpoint import save_checkpoint, set_canonical
 from metalearn_torch.models import build_model, objective
 from metalearn_torch.optimizers import OPTIMIZER_SETTINGS
@@ -68,11 +68,12 @@ def _load_train_state(opt: torch.optim.Optimizer, path: Path) -> tuple[int, dict
         i, k = key.split(".", 1)
         state.setdefault(int(i), {})[k] = torch.from_numpy(np.array(value))
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    optimizers.match_state_layout(opt)
     return int(meta["step"]), meta.get("window") or {}
 
 
 def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: bool = False,
-          progress: bool | None = None) -> dict[str, Any]:
+          progress: bool | None = None, memory_format: str = "auto") -> dict[str, Any]:
     """Train ``model`` for ``setup.train.steps`` steps; write log, checkpoints and curves.
 
     Ctrl-C stops after the current step with a checkpoint at that step (``--resume``
@@ -82,6 +83,9 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
     Args:
         progress: a tqdm bar (default: when stdout is a terminal; otherwise one line per
             log interval).
+        memory_format: ``auto`` (channels-last where the model's eager step is faster so,
+            see :func:`~metalearn_torch.models.memory_format`), ``contiguous`` or
+            ``channels-last``; the model is laid out so in place, and ``run.json`` records it.
 
     Returns:
         ``{"steps": last step trained, "final_loss": ..., "interrupted": bool}``.
@@ -89,13 +93,16 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
     cfg, files = setup.train, setup.files
     if cfg.steps < 1:
         raise ValueError(f"--steps must be at least 1; got {cfg.steps}.")
+    compiled = compile and getattr(model, "compilable", True)  # else it trains eager
+    fmt = models.memory_format(model, compiled=compiled, choice=memory_format)
     files.root.mkdir(parents=True, exist_ok=True)
+    models.use_memory_format(model, fmt)
     opt = make_optimizer(model.parameters(), cfg)
     start, window = 0, {}
     if resume:
         set_canonical(model, files.resume_weights())
         start, window = _load_train_state(opt, files.train_state)
-    T.write_json(files.config, {**setup.describe(), **run_settings()})
+    T.write_json(files.config, {**setup.describe(), **run_settings(), "memory_format": fmt})
     bar_on = T.interactive() if progress is None else progress
     log = T.CSVLog(files.log, "torch", resume_step=start if resume else None,
                    echo=not bar_on, total_steps=cfg.steps)
@@ -184,7 +191,8 @@ def main_train(args: Any) -> int:
     ``torchrun`` or with ``--meta-batch`` to :func:`metalearn_torch.distributed.main_train`)."""
     setup = T.setup_from_args(args)
     model = build_model(setup.model_config, seed=setup.train.seed)
-    result = train(model, setup, resume=args.resume, compile=args.compile)
+    result = train(model, setup, resume=args.resume, compile=args.compile,
+                   memory_format=getattr(args, "memory_format", "auto"))
     if result["interrupted"]:
         print(T.interrupted_message(setup, result["steps"]), file=sys.stderr)
         return 130

@@ -586,3 +586,54 @@ def test_keras_file_round_trip_with_torch_rule_optimizer(cls_name, tmp_path):
     assert loaded.optimizer.get_config() == opt.get_config()
     _assert_state_equal(KO.get_state(opt, model), KO.get_state(loaded.optimizer, loaded),
                         rtol=0, atol=0)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", ["adam", "rmsprop", "adam-keras"])
+@pytest.mark.parametrize("restore", ["load_state_dict", "set_state"])
+def test_restored_state_of_a_channels_last_weight_continues_exactly(name, restore):
+    """A state restored contiguous (from a file) for a channels-last weight: the next step
+    equals the uninterrupted one bit for bit. The fused Adam pairs elements in storage
+    order: without :func:`match_state_layout` its step is silently wrong (the RMSprop and
+    Keras-rule cases, which index by shape, guard the other kernels)."""
+    torch = pytest.importorskip("torch")
+    from metalearn_torch.models import build_model, use_memory_format
+    from metalearn_torch.optimizers import get_state, make_optimizer, match_state_layout, set_state
+
+    config = ProtoNetConfig(backbone=BackboneConfig(name="conv4", image_size=16, hidden=4))
+
+    def model_and_grads():
+        model = use_memory_format(build_model(config, seed=0), "channels-last")
+        gen = torch.Generator().manual_seed(1)
+        grads = [[torch.randn(p.shape, generator=gen) for p in model.parameters()]
+                 for _ in range(2)]
+        return model, grads
+
+    def step(model, opt, grads):
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+
+    whole, grads = model_and_grads()
+    opt = make_optimizer(name, whole.parameters(), lr=LR)
+    step(whole, opt, grads[0])
+    saved = opt.state_dict()
+    canonical = get_state(opt, whole)
+    saved_state = {i: {k: v.clone(memory_format=torch.contiguous_format) for k, v in st.items()}
+                   for i, st in saved["state"].items()}  # as a file restores it
+    weights = [p.detach().clone() for p in whole.parameters()]
+    step(whole, opt, grads[1])
+
+    resumed, _ = model_and_grads()
+    with torch.no_grad():
+        for p, w in zip(resumed.parameters(), weights, strict=True):
+            p.copy_(w)
+    opt2 = make_optimizer(name, resumed.parameters(), lr=LR)
+    if restore == "load_state_dict":
+        opt2.load_state_dict({"state": saved_state, "param_groups": saved["param_groups"]})
+        match_state_layout(opt2)
+    else:
+        set_state(opt2, resumed, canonical)
+    step(resumed, opt2, grads[1])
+    for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -131,3 +131,110 @@ def test_eval_on_official_one_shot_runs(fw, tmp_path, capsys):
     rep = json.loads((tmp_path / "ev" / "eval.json").read_text())["lake_runs"]
     assert rep["runs"] == 2 and len(rep["errors"]) == 2
     assert 0.0 <= rep["mean_error"] < 0.95  # better than chance (19/20) on easy glyphs
+
+
+def _api_train_torch(tmp_path, model_name, *extra, memory_format="auto"):
+    """A 2-step torch run through ``train()`` (so the model can be inspected); returns the
+    model and its ``run.json``."""
+    import json
+
+    from metalearn.cli import build_parser
+    from metalearn_shared import training as T
+    from metalearn_torch.models import build_model
+    from metalearn_torch.train import train
+
+    args = build_parser().parse_args(["train", "--framework", "torch", "--model", model_name,
+                                      "--steps", "2", "--out", str(tmp_path), *TINY, *extra])
+    setup = T.setup_from_args(args)
+    model = build_model(setup.model_config, seed=setup.train.seed)
+    train(model, setup, progress=False, memory_format=memory_format)
+    return model, json.loads(setup.files.config.read_text())
+
+
+def _layout(model):
+    """The layout of the model's 4-D weights with several input channels (a 1-channel
+    kernel is both contiguous and channels-last)."""
+    import torch
+
+    kernels = [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1]
+    assert kernels
+    if all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels):
+        return "channels-last"
+    assert all(p.is_contiguous() for p in kernels)
+    return "contiguous"
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(("model", "extra", "expected"), [
+    ("protonet", [], "channels-last"),
+    ("siamese", ["--head", "koch", "--batch", "8"], "channels-last"),
+    ("anil", [], "channels-last"),
+    ("reptile", [], "channels-last"),
+    ("maml", [], "contiguous"),
+    ("metasgd", [], "contiguous"),
+])
+def test_torch_trainer_lays_each_model_out_as_its_eager_step_measured_fastest(
+        model, extra, expected, tmp_path):
+    pytest.importorskip("torch")
+    trained, run = _api_train_torch(tmp_path, model, *extra)
+    assert run["memory_format"] == expected
+    assert _layout(trained) == expected
+
+
+@pytest.mark.torch
+def test_a_channels_last_run_trains_the_contiguous_runs_model(tmp_path):
+    """The layout changes the kernels, not the model: 2 SGD steps each way from the same
+    seed end at the same weights (float32 rounding apart), and either choice is honoured."""
+    pytest.importorskip("torch")
+    sgd = ("--optimizer", "sgd", "--lr", "0.05")
+    cl, run_cl = _api_train_torch(tmp_path / "cl", "protonet", *sgd, memory_format="channels-last")
+    nchw, run_nchw = _api_train_torch(tmp_path / "nchw", "protonet", *sgd,
+                                      memory_format="contiguous")
+    assert (_layout(cl), run_cl["memory_format"]) == ("channels-last", "channels-last")
+    assert (_layout(nchw), run_nchw["memory_format"]) == ("contiguous", "contiguous")
+    from metalearn_torch.checkpoint import get_canonical
+    from metalearn_torch.models import build_model
+
+    init = get_canonical(build_model(nchw.config, seed=3))
+    a, _ = _weights(tmp_path / "cl" / "checkpoint.safetensors")
+    b, _ = _weights(tmp_path / "nchw" / "checkpoint.safetensors")
+    # Judged per tensor against its update: the kernels' float32 rounding differs, and
+    # ProtoNet's squared distances amplify it, but far less than 2 steps move a weight.
+    ratios = {k: np.linalg.norm(a[k] - b[k]) / np.linalg.norm(b[k] - init[k]) for k in a}
+    assert all(np.isfinite(r) and r < 1e-2 for r in ratios.values()), ratios
+
+
+@pytest.mark.torch
+def test_memory_format_choice():
+    pytest.importorskip("torch")
+    from metalearn_shared.models import protonet
+    from metalearn_torch.models import build_model, memory_format
+
+    model = build_model(protonet.ProtoNetConfig(), seed=0)
+    assert memory_format(model) == "channels-last"
+    assert memory_format(model, compiled=True) == "contiguous"  # compile-cl measured slower
+    assert memory_format(model, compiled=True, choice="channels-last") == "channels-last"
+    with pytest.raises(ValueError, match="choose one of auto, contiguous, channels-last"):
+        memory_format(model, choice="nhwc")
+
+
+@pytest.mark.tf
+def test_keras_rejects_a_torch_memory_format(tmp_path, capsys):
+    pytest.importorskip("keras")
+    args = ["train", "--framework", "tf", "--model", "protonet", "--steps", "1",
+            "--out", str(tmp_path), "--memory-format", "channels-last", *TINY]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--memory-format channels-last is a PyTorch setting" in err and "NHWC" in err
+    assert not (tmp_path / "log.csv").exists()
+
+
+@pytest.mark.torch
+def test_the_distributed_trainer_rejects_channels_last(tmp_path, capsys):
+    pytest.importorskip("torch")
+    args = ["train", "--framework", "torch", "--model", "protonet", "--steps", "1",
+            "--meta-batch", "2", "--out", str(tmp_path), "--memory-format", "channels-last", *TINY]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "trains contiguous (NCHW) weights only" in err and "Drop the option" in err
+    assert not (tmp_path / "log.csv").exists()

@@ -12,9 +12,10 @@ from types import ModuleType
 from typing import Any
 
 from metalearn_shared import models as specs
-from metalearn_shared.config import ModelConfig
+from metalearn_shared.config import MEMORY_FORMATS, ModelConfig
 
-__all__ = ["build_model", "available_models", "implementation", "objective"]
+__all__ = ["build_model", "available_models", "implementation", "objective", "memory_format",
+           "use_memory_format"]
 
 FRAMEWORK = "torch"
 
@@ -46,6 +47,38 @@ def available_models() -> list[str]:
 def build_model(config: ModelConfig, seed: int | None = None) -> Any:
     """Build (in Keras: with its variables created) the model ``config`` describes."""
     return implementation(config.model).build(config, seed=seed)
+
+
+def memory_format(model: Any, compiled: bool = False, choice: str = "auto") -> str:
+    """The memory format ``model`` trains and evaluates in: ``"channels-last"`` or
+    ``"contiguous"`` (NCHW).
+
+    ``choice`` ``"auto"`` (the trainer's and evaluator's default) is channels-last where the
+    model says its eager step is faster so (its ``prefers_channels_last``, set from
+    ``python -m benchmarks``: the conv models whose backbone runs as modules) and the
+    step is not compiled (``compile-cl`` did not beat ``compile``); any other choice is
+    taken as given.
+    """
+    if choice not in MEMORY_FORMATS:
+        raise ValueError(f"memory format {choice!r}: choose one of {', '.join(MEMORY_FORMATS)}.")
+    if choice != "auto":
+        return choice
+    prefers = getattr(model, "prefers_channels_last", False)
+    return "channels-last" if prefers and not compiled else "contiguous"
+
+
+def use_memory_format(model: Any, fmt: str) -> Any:
+    """Lay ``model``'s 4-D parameters and buffers out in ``fmt`` (in place; returned).
+
+    The same ``Parameter`` objects keep their values (an optimiser built before still
+    holds them); a channels-last backbone converts its input to channels-last as well.
+    """
+    import torch
+
+    layout = {"channels-last": torch.channels_last, "contiguous": torch.contiguous_format}
+    if fmt not in layout:
+        raise ValueError(f"memory format {fmt!r}: choose one of {', '.join(layout)}.")
+    return model.to(memory_format=layout[fmt])
 
 
 def objective(model: Any, inputs: Sequence[Any], target: Any, loss_fn: Callable[..., Any],

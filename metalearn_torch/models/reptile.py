@@ -36,6 +36,13 @@ class Reptile(MAML):
     """
 
     spec = spec  # inputs_and_target (ProtoNet's), loss_for (MAML's: query cross-entropy)
+    @property
+    def prefers_channels_last(self) -> bool:
+        """Yes: Reptile's inner loop steps real parameters through the modules, and its eager
+        step is faster channels-last (``python -m benchmarks``, 1 thread, AMD EPYC: 1.8 vs
+        1.6 episodes/s at 5 inner steps, inference 7.8 vs 6.0)."""
+        return True
+
     not_compiled_because = ("the inner loop calls torch.autograd.grad, which torch.compile "
                             "cannot trace into one graph")
 
