@@ -45,6 +45,7 @@ __all__ = [
     "CSVLog",
     "StopRequest",
     "interrupted_message",
+    "resumed_lr_note",
     "interruptible",
     "interactive",
     "first_non_finite",
@@ -302,6 +303,18 @@ def interrupted_message(setup: TrainSetup, step: int) -> str:
     """What to tell the user after Ctrl-C stopped training at ``step``."""
     return (f"interrupted at step {step} of {setup.train.steps}; checkpoint saved in "
             f"{setup.files.root}. Continue with the same command and --resume.")
+
+
+def resumed_lr_note(restored: float, lr: float, step: int) -> str | None:
+    """What ``--resume`` says when the command's learning rate (``--lr``, or the model's
+    default) differs from the one the run's optimiser state holds: the command's is used
+    (and ``run.json`` records it), so a resumed run can continue at a decayed rate; the same
+    command continues exactly. ``None`` when they agree (to float32's precision)."""
+    if abs(lr - restored) <= 1e-6 * max(abs(lr), abs(restored)):
+        return None
+    return (f"note: --resume continues at learning rate {lr:g} (the command's --lr, or the "
+            f"model's default); the run had trained at {restored:g} up to step {step}. Give "
+            f"--lr {restored:g} to continue at the run's own rate.")
 
 
 class StopRequest:

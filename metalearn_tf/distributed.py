@@ -196,7 +196,7 @@ def train_distributed(model: keras.Model, setup: T.TrainSetup, strategy: tf.dist
     start = 0
     if resume:
         set_canonical(model, files.resume_weights())
-        start, _window = _load_train_state(model, files.train_state)
+        start, _window = _load_train_state(model, files.train_state, lr=cfg.lr)
     step_fn = DistributedStep(model, model.optimizer, strategy, setup.family, e)
     log = None
     if chief:

@@ -159,7 +159,12 @@ def _save_train_state(opt: keras.optimizers.Optimizer, path: Path, step: int,
                                   "framework": "keras", "window": window or {}})
 
 
-def _load_train_state(model: keras.Model, path: Path) -> tuple[int, dict[str, list[float]]]:
+def _load_train_state(model: keras.Model, path: Path, lr: float | None = None
+                      ) -> tuple[int, dict[str, list[float]]]:
+    """The optimiser state of ``path`` into ``model.optimizer``; returns ``(step, window)``.
+    ``lr``: the learning rate to continue at (the trainer's ``--lr``; a note on stderr when it
+    differs from the state's, whose variables include ``learning_rate``); ``None`` keeps the
+    state's."""
     from metalearn_shared.weights import load_canonical
 
     arrays, meta = load_canonical(path)
@@ -170,6 +175,12 @@ def _load_train_state(model: keras.Model, path: Path) -> tuple[int, dict[str, li
                          f"{len(opt.variables)}; was the run trained with another --optimizer?")
     for i, v in enumerate(opt.variables):
         v.assign(arrays[f"{i:04d}"])
+    if lr is not None:
+        note = T.resumed_lr_note(float(keras.ops.convert_to_numpy(opt.learning_rate)), lr,
+                                 int(meta["step"]))
+        if note:
+            print(note, file=sys.stderr)
+        opt.learning_rate = lr  # assigns the variable
     return int(meta["step"]), meta.get("window") or {}
 
 
@@ -198,7 +209,7 @@ def train(model: keras.Model, setup: T.TrainSetup, resume: bool = False, compile
     start, window = 0, {}
     if resume:
         set_canonical(model, files.resume_weights())
-        start, window = _load_train_state(model, files.train_state)
+        start, window = _load_train_state(model, files.train_state, lr=cfg.lr)
     T.write_json(files.config, {**setup.describe(), **run_settings()})
     bar_on = T.interactive() if progress is None else progress
     log = T.CSVLog(files.log, "keras", resume_step=start if resume else None,

@@ -218,7 +218,7 @@ def train_distributed(model: nn.Module, setup: T.TrainSetup, meta_batch: int | N
     start = 0
     if resume:  # the files are global, so any world size resumes them
         set_canonical(model, files.resume_weights())
-        start, _window = _load_train_state(opt, files.train_state)
+        start, _window = _load_train_state(opt, files.train_state, lr=cfg.lr)
     wrapped = wrap(model, ctx, mode)
     log = None
     if ctx.is_main:

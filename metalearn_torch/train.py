@@ -59,7 +59,11 @@ def _save_train_state(opt: torch.optim.Optimizer, path: Path, step: int,
                                   "framework": "torch", "window": window or {}})
 
 
-def _load_train_state(opt: torch.optim.Optimizer, path: Path) -> tuple[int, dict[str, list[float]]]:
+def _load_train_state(opt: torch.optim.Optimizer, path: Path, lr: float | None = None
+                      ) -> tuple[int, dict[str, list[float]]]:
+    """The optimiser state of ``path`` into ``opt``; returns ``(step, window)``. ``lr``: the
+    learning rate to continue at (the trainer's ``--lr``; a note on stderr when it differs
+    from the state's); ``None`` keeps the state's."""
     from metalearn_shared.weights import load_canonical
 
     arrays, meta = load_canonical(path)
@@ -69,6 +73,12 @@ def _load_train_state(opt: torch.optim.Optimizer, path: Path) -> tuple[int, dict
         state.setdefault(int(i), {})[k] = torch.from_numpy(np.array(value))
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     optimizers.match_state_layout(opt)
+    if lr is not None:
+        note = T.resumed_lr_note(opt.param_groups[0]["lr"], lr, int(meta["step"]))
+        if note:
+            print(note, file=sys.stderr)
+        for group in opt.param_groups:
+            group["lr"] = lr
     return int(meta["step"]), meta.get("window") or {}
 
 
@@ -101,7 +111,7 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
     start, window = 0, {}
     if resume:
         set_canonical(model, files.resume_weights())
-        start, window = _load_train_state(opt, files.train_state)
+        start, window = _load_train_state(opt, files.train_state, lr=cfg.lr)
     T.write_json(files.config, {**setup.describe(), **run_settings(), "memory_format": fmt})
     bar_on = T.interactive() if progress is None else progress
     log = T.CSVLog(files.log, "torch", resume_step=start if resume else None,

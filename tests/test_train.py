@@ -238,3 +238,33 @@ def test_the_distributed_trainer_rejects_channels_last(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "trains contiguous (NCHW) weights only" in err and "Drop the option" in err
     assert not (tmp_path / "log.csv").exists()
+
+
+def _saved_lr(fw, path):
+    arrays, meta = load_canonical(path)
+    if fw == "torch":
+        return meta["param_groups"][0]["lr"]
+    i = next(i for i, p in enumerate(meta["paths"]) if p.endswith("/learning_rate"))
+    return float(arrays[f"{i:04d}"])
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_resume_continues_at_the_commands_learning_rate(fw, tmp_path, capsys):
+    """--resume --lr X continues at X (a decay), says so, and records it; the same command
+    (the existing exactness test) says nothing. Without the change the optimiser state's
+    rate would silently win while run.json recorded X."""
+    pytest.importorskip("torch" if fw == "torch" else "keras")
+    _train(fw, tmp_path / "run", 2, "--lr", "0.01")
+    capsys.readouterr()
+    _train(fw, tmp_path / "run", 4, "--lr", "0.001", "--resume")
+    err = capsys.readouterr().err
+    assert "--resume continues at learning rate 0.001" in err and "at 0.01 up to step 2" in err
+    files = RunFiles(tmp_path / "run")
+    assert _saved_lr(fw, files.train_state) == pytest.approx(0.001, rel=1e-6)
+    import json
+
+    assert json.loads(files.config.read_text())["train"]["lr"] == 0.001
+    _train(fw, tmp_path / "same", 2, "--lr", "0.01")
+    _train(fw, tmp_path / "same", 4, "--lr", "0.01", "--resume")
+    assert "--resume continues at" not in capsys.readouterr().err
+    assert _saved_lr(fw, RunFiles(tmp_path / "same").train_state) == pytest.approx(0.01, rel=1e-6)
