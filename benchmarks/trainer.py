@@ -70,8 +70,7 @@ def trainer_mode(w: Workload, framework: str, compile: bool) -> str:
         from metalearn_torch.models import build_model, memory_format
 
         model = build_model(w.config, seed=0)
-        if memory_format(model, compiled=compile and getattr(model, "compilable", True)) \
-                == "channels-last":
+        if memory_format(model, compiled=compile) == "channels-last":
             mode += "-cl"
     return mode
 

@@ -228,10 +228,7 @@ def train(a: argparse.Namespace) -> None:
         if not ckpt.exists() or not state.exists():
             raise SystemExit(f"--resume: {ckpt} or {state} is missing; start without --resume.")
         set_canonical(model, load_canonical(ckpt)[0])
-        start, _ = _load_train_state(opt, state)
-        if a.resume_lr is not None:
-            for group in opt.param_groups:
-                group["lr"] = a.resume_lr
+        start, _ = _load_train_state(opt, state, lr=a.resume_lr)  # None: the run's own
     losses: list[torch.Tensor] = []
     t0 = time.perf_counter()
     minutes0 = 0.0

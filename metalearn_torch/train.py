@@ -103,8 +103,7 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
     cfg, files = setup.train, setup.files
     if cfg.steps < 1:
         raise ValueError(f"--steps must be at least 1; got {cfg.steps}.")
-    compiled = compile and getattr(model, "compilable", True)  # else it trains eager
-    fmt = models.memory_format(model, compiled=compiled, choice=memory_format)
+    fmt = models.memory_format(model, compiled=compile, choice=memory_format)
     files.root.mkdir(parents=True, exist_ok=True)
     models.use_memory_format(model, fmt)
     opt = make_optimizer(model.parameters(), cfg)

@@ -57,14 +57,16 @@ def memory_format(model: Any, compiled: bool = False, choice: str = "auto") -> s
     model says its eager step is faster so (its ``prefers_channels_last``, set from
     ``python -m benchmarks``: the conv models whose backbone runs as modules) and the
     step is not compiled (``compile-cl`` did not beat ``compile``); any other choice is
-    taken as given.
+    taken as given. ``compiled``: ``--compile`` was asked for; a model that cannot be
+    compiled (``compilable`` false) trains eager under it, and counts as eager here.
     """
     if choice not in MEMORY_FORMATS:
         raise ValueError(f"memory format {choice!r}: choose one of {', '.join(MEMORY_FORMATS)}.")
     if choice != "auto":
         return choice
-    prefers = getattr(model, "prefers_channels_last", False)
-    return "channels-last" if prefers and not compiled else "contiguous"
+    eager = not (compiled and getattr(model, "compilable", True))
+    return "channels-last" if getattr(model, "prefers_channels_last", False) and eager \
+        else "contiguous"
 
 
 def use_memory_format(model: Any, fmt: str) -> Any:
