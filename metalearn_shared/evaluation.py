@@ -3,6 +3,7 @@ numpy-in/numpy-out functions of their model and get the same report."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,37 @@ def resolve_eval_data(args: Any, recorded: dict[str, Any] | None) -> list[str]:
     return warnings
 
 
+def _shown(flag: str, value: Any) -> str:
+    return flag if value is True else f"no {flag}" if value is False else f"{flag} {value}"
+
+
+def eval_options(spec: Any, config: Any, args: Any) -> tuple[dict[str, Any], list[str]]:
+    """The model's own options given to ``metalearn eval`` that differ from a checkpoint's
+    config: ``(overrides, notes)``. Evaluation-time options (``Option.at_eval``) go into
+    ``overrides``, to be applied; for any other the checkpoint's value stands, and a note
+    says so (before, such a value was silently ignored)."""
+    overrides: dict[str, Any] = {}
+    notes = []
+    taken = spec.args_from_config(config)  # already set from the config (and noted)
+    for option in spec.options:
+        name = option.dest
+        given = getattr(args, name, None)
+        if (given is None or name in taken or not hasattr(config, name)
+                or given == getattr(config, name)):
+            continue
+        if given is False and option.kwargs.get("action") == "store_true":
+            continue  # a flag left out
+        flag, have = option.flags[0], getattr(config, name)
+        if option.at_eval:
+            overrides[name] = given
+            notes.append(f"note: evaluating with {_shown(flag, given)} (the checkpoint's "
+                         f"{config.model} was trained with {_shown(flag, have)})")
+        else:
+            notes.append(f"note: {flag} is fixed in training: the checkpoint's {config.model} "
+                         f"has {_shown(flag, have)}; using it (not {_shown(flag, given)})")
+    return overrides, notes
+
+
 def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]],
               make_fns: Callable[[Any], ModelFns]) -> int:
     """``metalearn eval``: load a checkpoint, rebuild its data split, report accuracy.
@@ -167,6 +199,11 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
             print(f"note: the checkpoint's {cfg.model} has --{key.replace('_', '-')} {value}; "
                   f"using it (not {given})", file=sys.stderr)
         setattr(args, key, value)
+    overrides, notes = eval_options(models.get(cfg.model), cfg, args)
+    for note in notes:
+        print(note, file=sys.stderr)
+    if overrides:  # read when the model runs (Option.at_eval), so set on the loaded model
+        model.config = cfg = dataclasses.replace(cfg, **overrides)
     for warning in resolve_eval_data(args, recorded_data(meta, args.checkpoint)):
         print(f"metalearn eval: warning: {warning}", file=sys.stderr)
     args.steps = 0
@@ -194,6 +231,8 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
                          "were seen in training, so that accuracy is not held-out).")
     if args.lake_runs:
         report["lake_runs"] = lake_runs(fns, args.lake_runs, args.size)
+    if overrides:
+        report["eval_options"] = overrides
     report["checkpoint_step"] = meta.get("step")
     report["framework"] = framework
     if out is not None:

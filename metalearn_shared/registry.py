@@ -83,11 +83,16 @@ class Option:
     """A command-line option a model adds to ``metalearn train``/``eval`` (``--head``).
 
     ``flags`` and ``kwargs`` are :meth:`argparse.ArgumentParser.add_argument`'s. Two models
-    may declare the same option (the first one registered wins the help text).
+    may declare the same option (the first one registered wins the help text). ``at_eval``:
+    an evaluation-time setting, a config field the model reads when it runs (never when it
+    is built), so ``metalearn eval`` applies a value given on its command line over the
+    checkpoint's; any other option given to ``eval`` that differs from the checkpoint's
+    config draws a note and the checkpoint's value is used.
     """
 
     flags: tuple[str, ...]
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    at_eval: bool = False
 
     @property
     def dest(self) -> str:

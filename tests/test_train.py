@@ -100,6 +100,42 @@ def test_cross_framework_eval_of_a_checkpoint(model, extra, tmp_path, capsys):
     assert accs["torch"] == pytest.approx(accs["tf"])
 
 
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_eval_applies_evaluation_time_options_and_notes_the_others(fw, tmp_path, capsys):
+    """`metalearn eval --eval-inner-steps 1 --bn running` on a MAML checkpoint evaluates as a
+    model trained with those settings would (training does not read them, so the same seed
+    gives the same weights); a training-time option given to eval draws a note and changes
+    nothing. Before, eval silently kept the checkpoint's values for all of them."""
+    import json
+
+    pytest.importorskip("torch" if fw == "torch" else "keras")
+    maml = ["--model", "maml", "--steps", "2", *TINY]
+    settings = ["--eval-inner-steps", "1", "--bn", "running"]
+    assert main(["train", "--framework", fw, *maml, "--out", str(tmp_path / "default")]) == 0
+    assert main(["train", "--framework", fw, *maml, *settings, "--out", str(tmp_path / "set")]) == 0
+
+    def evaluate(run, out, *extra):
+        assert main(["eval", "--framework", fw, str(tmp_path / run / "checkpoint.safetensors"),
+                     "--episodes", "20", "--out", str(tmp_path / out), *TINY, *extra]) == 0
+        return json.loads((tmp_path / out / "eval.json").read_text())
+
+    capsys.readouterr()
+    given = evaluate("default", "given", *settings, "--inner-steps", "4")
+    err = capsys.readouterr().err
+    assert "evaluating with --eval-inner-steps 1 (the checkpoint's maml was trained with " \
+           "--eval-inner-steps 3)" in err
+    assert "evaluating with --bn running" in err
+    assert "--inner-steps is fixed in training: the checkpoint's maml has --inner-steps 1; " \
+           "using it (not --inner-steps 4)" in err
+    assert "--backbone is fixed" not in err  # taken from the checkpoint (args_from_config)
+    assert given["eval_options"] == {"eval_inner_steps": 1, "bn": "running"}
+    trained_so = evaluate("set", "trained-so")
+    default = evaluate("default", "default")
+    assert "eval_options" not in default
+    assert given["accuracy"] == trained_so["accuracy"]
+    assert default["accuracy"] != trained_so["accuracy"]  # the settings change the result
+
+
 def test_demo_runs_both_frameworks_side_by_side(tmp_path, capsys):
     """The README's main job, in a tiny mode."""
     pytest.importorskip("torch")

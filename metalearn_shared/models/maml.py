@@ -418,14 +418,17 @@ OPTIONS = (
     registry.Option(("--inner-steps",), {"type": int, "default": None,
                                          "help": "MAML family: inner SGD steps in training (default 1)"}),
     registry.Option(("--eval-inner-steps",), {"type": int, "default": None,
-                                              "help": "MAML family: inner steps at evaluation (default 3)"}),
+                                              "help": "MAML family: inner steps at evaluation (default 3; "
+                                                      "metalearn eval applies it to a trained model)"},
+                    at_eval=True),
     registry.Option(("--inner-lr",), {"type": float, "default": None,
                                       "help": "MAML family: inner learning rate (default 0.4)"}),
     registry.Option(("--first-order",), {"action": "store_true", "default": False,
                                          "help": "MAML family: drop the second-order terms"}),
     registry.Option(("--bn",), {"default": None, "choices": BN_MODES,
                                 "help": "MAML family: BatchNorm statistics at evaluation "
-                                        "(default transductive)"}),
+                                        "(default transductive; metalearn eval applies it to a "
+                                        "trained model)"}, at_eval=True),
 )
 
 
