@@ -219,9 +219,11 @@ def test_nan_weights_under_a_finite_loss_are_never_checkpointed(fw, tmp_path, mo
     training loss never sees it (batch statistics), but the checkpoint of step 6 would hold
     it — the trainer stops there, says why, and keeps step 3's checkpoint.
 
-    Keras draws a batch while the previous step runs, and that step's moving-variance update
-    (read, then assign) can overwrite a poison that lands between the two: the poison is
-    repeated at every later draw, so one of them lands before step 6's checkpoint."""
+    Keras draws batches ahead on tf.data's thread, where a poison can land between a step's
+    read and assign of the moving variance and be overwritten — repeating it at every later
+    draw was not enough (CI once drew every later batch inside one step and trained to the
+    end). So in Keras the poison goes in from ``fit``'s callback, on the main thread between
+    steps: after step 4 and every later step, before the trainer's own end-of-step work."""
     models = _built_models(fw, monkeypatch)
 
     def poison():
@@ -236,7 +238,19 @@ def test_nan_weights_under_a_finite_loss_are_never_checkpointed(fw, tmp_path, mo
                      if v.path.endswith("moving_variance"))
             v.assign(np.full(v.shape, np.nan, np.float32))
 
-    _with_fault(monkeypatch, 4, poison, persist=True)
+    if fw == "torch":
+        _with_fault(monkeypatch, 4, poison, persist=True)
+    else:
+        from metalearn_tf import train as tf_train
+
+        real = tf_train._RunCallback.on_train_batch_end
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.start + batch + 1 >= 4:
+                poison()
+            return real(self, batch, logs)
+
+        monkeypatch.setattr(tf_train._RunCallback, "on_train_batch_end", on_train_batch_end)
     assert _train(fw, tmp_path, 8) == 2
     err = capsys.readouterr().err
     assert "weights became nan or inf (the loss was still finite) at step 6" in err, err
