@@ -148,14 +148,25 @@ def _shown(flag: str, value: Any) -> str:
     return flag if value is True else f"no {flag}" if value is False else f"{flag} {value}"
 
 
-def eval_options(spec: Any, config: Any, args: Any) -> tuple[dict[str, Any], list[str]]:
-    """The model's own options given to ``metalearn eval`` that differ from a checkpoint's
-    config: ``(overrides, notes)``. Evaluation-time options (``Option.at_eval``) go into
-    ``overrides``, to be applied; for any other the checkpoint's value stands, and a note
-    says so (before, such a value was silently ignored)."""
+def resolve_model_options(spec: Any, config: Any, args: Any) -> tuple[dict[str, Any], list[str]]:
+    """Set the model's options on ``args`` from a checkpoint's config and say where the
+    command line differs: ``(overrides, notes)``. What the config fixes (``args_from_config``:
+    image size, backbone, head, the ways of a fixed-output model) and the model's
+    training-time options keep the checkpoint's value, with a note; an evaluation-time option
+    (``Option.at_eval``) given with another value goes into ``overrides``, to be applied."""
     overrides: dict[str, Any] = {}
     notes = []
-    taken = spec.args_from_config(config)  # already set from the config (and noted)
+
+    def fixed(flag: str, have: Any, given: Any) -> None:
+        notes.append(f"note: {flag} is fixed in training: the checkpoint's {config.model} has "
+                     f"{_shown(flag, have)}; using it (not {_shown(flag, given)})")
+
+    taken = spec.args_from_config(config)
+    for key, value in taken.items():
+        given = getattr(args, key, None)
+        if given is not None and given != value:
+            fixed("--" + key.replace("_", "-"), value, given)
+        setattr(args, key, value)
     for option in spec.options:
         name = option.dest
         given = getattr(args, name, None)
@@ -170,8 +181,7 @@ def eval_options(spec: Any, config: Any, args: Any) -> tuple[dict[str, Any], lis
             notes.append(f"note: evaluating with {_shown(flag, given)} (the checkpoint's "
                          f"{config.model} was trained with {_shown(flag, have)})")
         else:
-            notes.append(f"note: {flag} is fixed in training: the checkpoint's {config.model} "
-                         f"has {_shown(flag, have)}; using it (not {_shown(flag, given)})")
+            fixed(flag, have, given)
     return overrides, notes
 
 
@@ -191,15 +201,7 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
     model, meta = load(args.checkpoint)
     cfg = model.config
     args.model = cfg.model
-    # The model's own options come from its config (image size, backbone, head, the ways of
-    # a model with a fixed number of outputs); a value given that differs is noted.
-    for key, value in models.get(cfg.model).args_from_config(cfg).items():
-        given = getattr(args, key, None)
-        if given is not None and given != value:
-            print(f"note: the checkpoint's {cfg.model} has --{key.replace('_', '-')} {value}; "
-                  f"using it (not {given})", file=sys.stderr)
-        setattr(args, key, value)
-    overrides, notes = eval_options(models.get(cfg.model), cfg, args)
+    overrides, notes = resolve_model_options(models.get(cfg.model), cfg, args)
     for note in notes:
         print(note, file=sys.stderr)
     if overrides:  # read when the model runs (Option.at_eval), so set on the loaded model
