@@ -53,6 +53,30 @@ def _with_fault(monkeypatch, at_step: int, fault, persist: bool = False) -> None
     monkeypatch.setattr(T, "step_batch", step_batch)
 
 
+def _with_weight_fault(monkeypatch, fw: str, at_step: int, fault, persist: bool = False) -> None:
+    """A fault on the weights before training step ``at_step + 1`` (and, with ``persist``,
+    before every later step). torch draws its batches on the main thread between steps, so
+    this is :func:`_with_fault`. Keras draws them ahead on tf.data's thread, concurrently
+    with a running step, whose read-then-assign of a weight (a BatchNorm moving variance, an
+    optimiser update) can overwrite the fault — a CI run once trained to the end that way —
+    so in Keras the fault goes in from ``fit``'s end-of-step callback, on the main thread,
+    after step ``at_step`` and before the trainer's own end-of-step work (its checkpoint)."""
+    if fw == "torch":
+        _with_fault(monkeypatch, at_step, fault, persist)
+        return
+    from metalearn_tf import train as tf_train
+
+    real = tf_train._RunCallback.on_train_batch_end
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = self.start + batch + 1
+        if done == at_step or (persist and done > at_step):
+            fault()
+        return real(self, batch, logs)
+
+    monkeypatch.setattr(tf_train._RunCallback, "on_train_batch_end", on_train_batch_end)
+
+
 @pytest.fixture(scope="module")
 def full_runs(tmp_path_factory):
     """Uninterrupted 8-step API runs (log rows every 3 steps), per framework, made once."""
@@ -217,13 +241,7 @@ def test_nan_weights_under_a_finite_loss_are_never_checkpointed(fw, tmp_path, mo
                                                                  capsys):
     """A BatchNorm running variance turned to nan from the drawing of step 5's batch on: the
     training loss never sees it (batch statistics), but the checkpoint of step 6 would hold
-    it — the trainer stops there, says why, and keeps step 3's checkpoint.
-
-    Keras draws batches ahead on tf.data's thread, where a poison can land between a step's
-    read and assign of the moving variance and be overwritten — repeating it at every later
-    draw was not enough (CI once drew every later batch inside one step and trained to the
-    end). So in Keras the poison goes in from ``fit``'s callback, on the main thread between
-    steps: after step 4 and every later step, before the trainer's own end-of-step work."""
+    it — the trainer stops there, says why, and keeps step 3's checkpoint."""
     models = _built_models(fw, monkeypatch)
 
     def poison():
@@ -238,19 +256,7 @@ def test_nan_weights_under_a_finite_loss_are_never_checkpointed(fw, tmp_path, mo
                      if v.path.endswith("moving_variance"))
             v.assign(np.full(v.shape, np.nan, np.float32))
 
-    if fw == "torch":
-        _with_fault(monkeypatch, 4, poison, persist=True)
-    else:
-        from metalearn_tf import train as tf_train
-
-        real = tf_train._RunCallback.on_train_batch_end
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.start + batch + 1 >= 4:
-                poison()
-            return real(self, batch, logs)
-
-        monkeypatch.setattr(tf_train._RunCallback, "on_train_batch_end", on_train_batch_end)
+    _with_weight_fault(monkeypatch, fw, 4, poison, persist=True)
     assert _train(fw, tmp_path, 8) == 2
     err = capsys.readouterr().err
     assert "weights became nan or inf (the loss was still finite) at step 6" in err, err
@@ -279,12 +285,12 @@ def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(fw, tm
             v = models[0].trainable_variables[-1]
             v.assign(np.full(v.shape, np.nan, np.float32))
 
-    _with_fault(monkeypatch, 5, diverge)
+    _with_weight_fault(monkeypatch, fw, 5, diverge)
     assert _train(fw, tmp_path, 8, "--model", "siamese", "--head", "koch", "--batch", "4") == 2
     err = capsys.readouterr().err
-    # Keras draws the batch inside the step's graph, concurrently with the weights' reads: the
-    # nan reaches step 6's loss, or only its update, which the check before step 6's
-    # checkpoint finds (NonFiniteWeights) — either way step 6, and step 3's checkpoint stays.
+    # The fault lands between steps 5 and 6 in both frameworks (_with_weight_fault): the nan
+    # reaches step 6's loss, or only its update, which the check before step 6's checkpoint
+    # finds (NonFiniteWeights) — either way step 6, and step 3's checkpoint stays.
     match = re.search(r"(?:loss|weights) became nan.* at step (\d+)", err)
     assert match and int(match[1]) in ((6,) if fw == "torch" else (5, 6)), err
     assert "the last good checkpoint" in err and "step 3" in err and "Traceback" not in err
