@@ -45,7 +45,7 @@ __all__ = [
     "CSVLog",
     "StopRequest",
     "interrupted_message",
-    "resumed_lr_note",
+    "note_resumed_lr",
     "interruptible",
     "interactive",
     "first_non_finite",
@@ -305,16 +305,16 @@ def interrupted_message(setup: TrainSetup, step: int) -> str:
             f"{setup.files.root}. Continue with the same command and --resume.")
 
 
-def resumed_lr_note(restored: float, lr: float, step: int) -> str | None:
-    """What ``--resume`` says when the command's learning rate (``--lr``, or the model's
-    default) differs from the one the run's optimiser state holds: the command's is used
-    (and ``run.json`` records it), so a resumed run can continue at a decayed rate; the same
-    command continues exactly. ``None`` when they agree (to float32's precision)."""
+def note_resumed_lr(restored: float, lr: float, step: int) -> None:
+    """What ``--resume`` says (on stderr) when the command's learning rate (``--lr``, or the
+    model's default) differs from the one the run's optimiser state holds: the command's is
+    used (and ``run.json`` records it), so a resumed run can continue at a decayed rate; the
+    same command continues exactly and says nothing (equal to float32's precision)."""
     if abs(lr - restored) <= 1e-6 * max(abs(lr), abs(restored)):
-        return None
-    return (f"note: --resume continues at learning rate {lr:g} (the command's --lr, or the "
-            f"model's default); the run had trained at {restored:g} up to step {step}. Give "
-            f"--lr {restored:g} to continue at the run's own rate.")
+        return
+    print(f"note: --resume continues at learning rate {lr:g} (the command's --lr, or the "
+          f"model's default); the run had trained at {restored:g} up to step {step}. Give "
+          f"--lr {restored:g} to continue at the run's own rate.", file=sys.stderr)
 
 
 class StopRequest:

@@ -176,10 +176,8 @@ def _load_train_state(model: keras.Model, path: Path, lr: float | None = None
     for i, v in enumerate(opt.variables):
         v.assign(arrays[f"{i:04d}"])
     if lr is not None:
-        note = T.resumed_lr_note(float(keras.ops.convert_to_numpy(opt.learning_rate)), lr,
-                                 int(meta["step"]))
-        if note:
-            print(note, file=sys.stderr)
+        T.note_resumed_lr(float(keras.ops.convert_to_numpy(opt.learning_rate)), lr,
+                          int(meta["step"]))
         opt.learning_rate = lr  # assigns the variable
     return int(meta["step"]), meta.get("window") or {}
 

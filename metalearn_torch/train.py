@@ -74,9 +74,7 @@ def _load_train_state(opt: torch.optim.Optimizer, path: Path, lr: float | None =
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     optimizers.match_state_layout(opt)
     if lr is not None:
-        note = T.resumed_lr_note(opt.param_groups[0]["lr"], lr, int(meta["step"]))
-        if note:
-            print(note, file=sys.stderr)
+        T.note_resumed_lr(opt.param_groups[0]["lr"], lr, int(meta["step"]))
         for group in opt.param_groups:
             group["lr"] = lr
     return int(meta["step"]), meta.get("window") or {}
