@@ -131,8 +131,10 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
                disable=not bar_on)
     # Per-step loss and accuracy since the last log row, on the device (one host sync per
     # log interval or checkpoint).
-    losses = [torch.tensor(v) for v in window.get("losses", [])]
-    accs = [torch.tensor(v) for v in window.get("accuracies", [])]
+    # (A resumed window goes to the model's device: a GPU model's step values live there.)
+    device = next(model.parameters()).device
+    losses = [torch.tensor(v, device=device) for v in window.get("losses", [])]
+    accs = [torch.tensor(v, device=device) for v in window.get("accuracies", [])]
     last_loss = float("nan")
     saved = start or None
     done = start
@@ -140,7 +142,7 @@ def train(model: nn.Module, setup: T.TrainSetup, resume: bool = False, compile: 
     def host_window() -> tuple[np.ndarray, np.ndarray]:
         if not losses:
             return np.zeros(0, np.float32), np.zeros(0, np.float32)
-        return torch.stack(losses).numpy(), torch.stack(accs).numpy()
+        return torch.stack(losses).cpu().numpy(), torch.stack(accs).cpu().numpy()
 
     def check(step_losses: np.ndarray) -> None:
         bad = T.first_non_finite(step_losses, done - len(step_losses) + 1)
