@@ -18,10 +18,14 @@ from typing import Any, ClassVar
 from metalearn_shared.augment import augment_spec
 from metalearn_shared.optimizers import optimizer_entry
 
+#: How few-shot training episodes draw their classes (``TrainConfig.episode_classes``).
+TRAIN_EPISODES = ("random", "within-alphabet")
+
 __all__ = [
     "ConfigMixin",
     "BackboneConfig",
     "TrainConfig",
+    "TRAIN_EPISODES",
     "ModelConfig",
     "BACKBONES",
     "MEMORY_FORMATS",
@@ -149,6 +153,10 @@ class TrainConfig(ConfigMixin):
         checkpoint_every: checkpoint interval in steps (0 = only at the end).
         augment: a name of :data:`metalearn_shared.augment.AUGMENTS`: per-image affine
             distortion of the training episodes (``"none"``, ``"koch"``, ``"santoro"``).
+        episode_classes: how few-shot training episodes draw their classes, one of
+            :data:`TRAIN_EPISODES`: ``"random"`` (any classes of the training set) or
+            ``"within-alphabet"`` (all classes of an episode from one alphabet, as in Lake's
+            trials: :class:`~metalearn_shared.episodes.WithinAlphabetSampler`).
     """
 
     steps: int = 1000
@@ -159,7 +167,11 @@ class TrainConfig(ConfigMixin):
     log_every: int = 10
     checkpoint_every: int = 0
     augment: str = "none"
+    episode_classes: str = "random"
 
     def __post_init__(self) -> None:
         optimizer_entry(self.optimizer)  # ValueError listing the valid names
         augment_spec(self.augment)  # ValueError listing the valid names
+        if self.episode_classes not in TRAIN_EPISODES:
+            raise ValueError(f"unknown --episode-classes {self.episode_classes!r}; choose one of "
+                             f"{', '.join(TRAIN_EPISODES)}.")

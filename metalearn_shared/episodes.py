@@ -270,6 +270,10 @@ class WithinAlphabetSampler(_Sampler):
         shots: training drawings per character (1).
         queries: test drawings per character (1).
         seed: non-negative integer; trial ``i`` depends only on ``(seed, i)``.
+        augment: ``True`` for :class:`KochAffine` defaults, or a :class:`KochAffine`; one
+            independent distortion per image, drawn after the classes and drawers (which stay
+            those of ``augment=False``). For training episodes (``metalearn train
+            --episode-classes within-alphabet``); Lake's trials themselves are never distorted.
 
     Attributes:
         alphabets: the eligible alphabets, in the dataset's order.
@@ -281,9 +285,11 @@ class WithinAlphabetSampler(_Sampler):
     """
 
     def __init__(self, dataset: ImageDataset, ways: int = 20, shots: int = 1,
-                 queries: int = 1, seed: int = 0) -> None:
+                 queries: int = 1, seed: int = 0,
+                 augment: bool | KochAffine | None = False) -> None:
         owner = type(self).__name__
         self.dataset = dataset
+        self.augment = _augment_ranges(augment)
         self.ways = _count(owner, "ways", ways)
         self.shots = _count(owner, "shots", shots)
         self.queries = _count(owner, "queries", queries)
@@ -316,6 +322,7 @@ class WithinAlphabetSampler(_Sampler):
         start, size = self._range(start, size)
         classes = np.empty((size, n), dtype=np.int64)  # (B, N)
         index = np.empty((size, n, k + q), dtype=np.int64)  # (B, N, K+Q)
+        params = np.empty((size, n, k + q, 7), dtype=np.float32) if self.augment else None
         by_class, counts = self.dataset.by_class, self.dataset.counts
         for e, i in enumerate(range(start, start + size)):
             rng = episode_rng(self.seed, i)
@@ -325,7 +332,9 @@ class WithinAlphabetSampler(_Sampler):
             drawers = int(counts[classes[e]].min())  # positions every chosen class has
             pos = _distinct(rng, np.array([drawers]), k + q, drawers, drawers)[0]  # (K+Q,)
             index[e] = by_class[classes[e][:, None], pos[None, :]]
-        return _fewshot_batch(self.dataset.images, classes, index, k)
+            if params is not None:
+                params[e] = _koch_params(rng, self.augment, (n, k + q), self.dataset.image_shape)
+        return _fewshot_batch(self.dataset.images, classes, index, k, params)
 
 
 # -- verification pairs ----------------------------------------------------------------

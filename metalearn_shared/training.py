@@ -188,7 +188,12 @@ def setup_from_args(args: Any) -> TrainSetup:
         log_every=max(1, min(50, (getattr(args, "steps", 0) or 50) // 20)),
         checkpoint_every=getattr(args, "checkpoint_every", 0) or 0,
         augment=getattr(args, "augment", None) or "none",
+        episode_classes=getattr(args, "episode_classes", None) or "random",
     )
+    if train.episode_classes != "random" and spec.family != "fewshot":
+        raise ValueError(f"--episode-classes {train.episode_classes} draws few-shot episodes; "
+                         f"{args.model} trains on {spec.family}. Drop --episode-classes, or "
+                         "train a few-shot model.")
     holdout = getattr(args, "holdout", None) or "auto"
     if getattr(args, "eval_episodes", 0) and parse_holdout(holdout).kind == "none":
         raise ValueError("--eval-episodes evaluates on held-out alphabets, but --holdout none "
@@ -202,12 +207,16 @@ def setup_from_args(args: Any) -> TrainSetup:
                       args.queries, args.samples_per_class, RunFiles(Path(out)), data)
 
 
-def train_sampler(setup: TrainSetup) -> PairSampler | FewShotSampler | SequenceSampler:
+def train_sampler(setup: TrainSetup) -> (PairSampler | FewShotSampler | WithinAlphabetSampler
+                                         | SequenceSampler):
     """The seeded sampler whose episode ``s`` (or batch ``s``) feeds training step ``s``."""
     seed = setup.train.seed
     augment = augment_spec(setup.train.augment)  # None: no distortion
     if setup.family == "pairs":
         return PairSampler(setup.train_data, setup.train.batch, seed=seed, augment=augment)
+    if setup.family == "fewshot" and setup.train.episode_classes == "within-alphabet":
+        return WithinAlphabetSampler(setup.train_data, setup.ways, setup.shots, setup.queries,
+                                     seed=seed, augment=augment)
     if setup.family == "fewshot":
         return FewShotSampler(setup.train_data, setup.ways, setup.shots, setup.queries, seed=seed,
                               augment=augment)

@@ -195,3 +195,59 @@ def test_bad_holdout_and_protocol_for_sequence_models(tmp_path, capsys):
     code = main(["eval", str(run / "checkpoint.safetensors"), "--protocol",
                  "lake-within-alphabet", "--episodes", "2"])
     assert code != 0 and "is a sequence model" in capsys.readouterr().err
+
+
+# -- training on within-alphabet episodes (--episode-classes within-alphabet) ------------
+def test_within_alphabet_training_episodes_reach_the_sampler(tmp_path):
+    """``metalearn train --episode-classes within-alphabet`` → TrainConfig.episode_classes → a
+    WithinAlphabetSampler over the training alphabets, distorted by ``--augment`` without
+    changing its draws; the default stays random episodes across alphabets."""
+    from metalearn.cli import build_parser
+    from metalearn_shared import training as T
+    from metalearn_shared.augment import AUGMENTS
+    from metalearn_shared.episodes import FewShotSampler
+
+    def setup(*extra):
+        return T.setup_from_args(build_parser().parse_args(
+            ["train", "--model", "protonet", "--out", str(tmp_path), *TINY, *extra]))
+
+    within = setup("--episode-classes", "within-alphabet", "--augment", "koch")
+    assert within.train.episode_classes == "within-alphabet"
+    assert within.describe()["train"]["episode_classes"] == "within-alphabet"  # run.json records it
+    sampler = T.train_sampler(within)
+    assert isinstance(sampler, WithinAlphabetSampler) and sampler.augment == AUGMENTS["koch"]
+    assert set(sampler.alphabets) <= set(within.train_data.alphabets)
+    plain = WithinAlphabetSampler(within.train_data, 3, 1, 2, seed=within.train.seed)
+    for i in range(12):
+        ep, p = sampler.episode(i), plain.episode(i)
+        assert len({within.train_data.classes[c].alphabet for c in ep.classes}) == 1
+        np.testing.assert_array_equal(ep.support_index, p.support_index)
+        assert np.abs(ep.query_x - p.query_x).max() > 1e-3  # distorted, same draws
+    default = setup()
+    assert default.train.episode_classes == "random"
+    rand = T.train_sampler(default)
+    assert isinstance(rand, FewShotSampler)
+    assert any(len({default.train_data.classes[c].alphabet for c in rand.episode(i).classes}) > 1
+               for i in range(12))
+
+
+def test_within_alphabet_training_episodes_are_for_few_shot_models(capsys):
+    from metalearn_shared.config import TrainConfig
+
+    code = main(["train", "--model", "lstm", "--episode-classes", "within-alphabet", "--steps", "1"])
+    assert code != 0
+    assert "--episode-classes within-alphabet draws few-shot episodes; lstm trains on" in \
+        capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown --episode-classes 'lake'.*within-alphabet"):
+        TrainConfig(episode_classes="lake")
+
+
+@pytest.mark.parametrize("fw", ["torch", "tf"])
+def test_both_trainers_train_on_within_alphabet_episodes(fw, tmp_path):
+    pytest.importorskip("torch" if fw == "torch" else "keras")
+    out = tmp_path / fw
+    assert main(["train", "--framework", fw, "--model", "protonet", "--steps", "2",
+                 "--episode-classes", "within-alphabet", "--out", str(out), *TINY]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["train"]["episode_classes"] == "within-alphabet"
+    assert (out / "checkpoint.safetensors").exists()
