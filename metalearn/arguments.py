@@ -208,6 +208,12 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
                         "trials (20 characters of one held-out alphabet, one training and one "
                         "test drawing each, by different drawers)")
     p.add_argument("--lake-runs", default=None, help="folder of the official 20-run one-shot format")
+    p.add_argument("--ensemble", action="append", default=[], metavar="[FRAMEWORK:]CHECKPOINT",
+                   help="evaluate the mean of the class probabilities of CHECKPOINT and this "
+                        "one (repeat for more members); each member loads in FRAMEWORK "
+                        "(default --framework), e.g. --ensemble keras:runs/k/checkpoint.safetensors. "
+                        "Members must share the data and split; eval.json gives each "
+                        "member's accuracy on the same episodes beside the ensemble's")
     p.add_argument("--out", default=None, help="folder for eval.json and plots")
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 
 from metalearn import backends
 from metalearn.arguments import build_parser
+from metalearn_shared.evaluation import Member
+from metalearn_shared.registry import FRAMEWORK_ALIASES, FRAMEWORKS
 
 __all__ = ["main", "build_parser", "CLIError"]
 
@@ -70,7 +72,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return _backend(args.framework).main_train(args)
 
 
+def _ensemble_member(text: str, default_framework: str) -> Member:
+    """``--ensemble [FRAMEWORK:]CHECKPOINT`` loaded by its framework's backend."""
+    head, sep, rest = text.partition(":")
+    known = head in FRAMEWORKS or head in FRAMEWORK_ALIASES
+    framework, path = (head, rest) if sep and known else (default_framework, text)
+    backend = _backend(framework)
+    model, meta = backend.load_checkpoint(path)
+    return Member(path, backend.NAME, backend.model_fns(model), meta)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
+    args.ensemble_members = [_ensemble_member(m, args.framework) for m in args.ensemble]
     return _backend(args.framework).main_eval(args)
 
 

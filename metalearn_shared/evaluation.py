@@ -12,8 +12,8 @@ import numpy as np
 
 from metalearn_shared import training as T
 
-__all__ = ["PROTOCOLS", "ModelFns", "evaluate", "lake_runs", "main_eval", "recorded_data",
-           "resolve_eval_data"]
+__all__ = ["PROTOCOLS", "Member", "ModelFns", "ensemble", "evaluate", "lake_runs", "main_eval",
+           "recorded_data", "resolve_eval_data"]
 
 #: ``metalearn eval --protocol``: random episodes of the held-out classes (``--ways``,
 #: ``--shots``, ``--queries``), or Lake et al.'s within-alphabet 20-way one-shot trials on
@@ -29,11 +29,66 @@ class ModelFns:
         scores: ``(test (Q,H,W), train (K,H,W)) -> (Q, K)``, higher = more similar
             (one-shot runs).
         logits: ``(x (B,T,P), prev_label (B,T,L)) -> (B,T,C)`` (sequence models).
+        class_scores: ``(support_x, support_y, query_x, ways) -> (Q, ways)``, higher = more
+            likely; their softmax is the model's class probabilities (few-shot and pair
+            models; what :func:`ensemble` averages).
     """
 
     def __init__(self, predict: Callable | None = None, scores: Callable | None = None,
-                 logits: Callable | None = None) -> None:
+                 logits: Callable | None = None, class_scores: Callable | None = None) -> None:
         self.predict, self.scores, self.logits = predict, scores, logits
+        self.class_scores = class_scores
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One more checkpoint of a ``metalearn eval --ensemble``, loaded by its framework."""
+
+    checkpoint: str
+    framework: str
+    fns: ModelFns
+    meta: dict[str, Any]
+
+
+def ensemble(members: list[ModelFns]) -> ModelFns:
+    """A model whose class probabilities are the mean of ``members``' (each the softmax of
+    its ``class_scores``); it predicts their argmax. Members of either framework, and of
+    different metric models, combine: only their numpy scores meet here."""
+    if not members or any(m.class_scores is None for m in members):
+        raise ValueError("an ensemble needs few-shot or pair models (they score classes); a "
+                         "sequence model (MANN, LSTM) cannot be a member.")
+
+    def predict(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
+        from metalearn_shared.losses import log_softmax
+
+        ways = int(np.max(sy)) + 1
+        probs = sum(np.exp(log_softmax(np.asarray(m.class_scores(sx, sy, qx, ways), np.float64)))
+                    for m in members)
+        return np.argmax(probs, axis=1)
+
+    return ModelFns(predict=predict)
+
+
+#: The data keys every ensemble member must share with the first checkpoint: its episodes
+#: are drawn once, from alphabets held out from every member.
+_MEMBER_KEYS = ("dataset", "seed", "rotations", "holdout", "size")
+
+
+def _check_member(first: dict[str, Any] | None, member: Member) -> None:
+    theirs = recorded_data(member.meta, member.checkpoint)
+    if first is None or theirs is None:
+        raise ValueError(f"--ensemble {member.checkpoint}: "
+                         f"{'the first checkpoint' if first is None else 'this checkpoint'} "
+                         "records no training data (no metadata, no run.json beside it), so "
+                         "its held-out alphabets are unknown; ensemble checkpoints trained by "
+                         "metalearn train.")
+    for key in _MEMBER_KEYS:
+        if key in first and key in theirs and first[key] != theirs[key]:
+            flag = "--" + key
+            raise ValueError(f"--ensemble {member.checkpoint} was trained with {flag} "
+                             f"{theirs[key]}, the first checkpoint with {flag} {first[key]}: "
+                             "members must share the data and the split, so that the "
+                             "evaluation's alphabets are held out from every one of them.")
 
 
 def evaluate(fns: ModelFns, setup: T.TrainSetup, episodes: int, out: Path | None = None,
@@ -220,6 +275,24 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
     fns = make_fns(model)
     out = Path(args.out) if args.out else None
     protocol = getattr(args, "protocol", "episodes")
+    members: list[Member] = list(getattr(args, "ensemble_members", None) or [])
+    member_reports = []
+    if members:
+        first = recorded_data(meta, args.checkpoint)
+        for m in members:
+            _check_member(first, m)
+        combined = ensemble([fns, *(m.fns for m in members)])
+        if not setup.test_data.num_classes:
+            raise ValueError("--ensemble evaluates on held-out alphabets; the checkpoints hold "
+                             "none out.")
+        for path, fw, f in [(args.checkpoint, framework, fns),
+                            *((m.checkpoint, m.framework, m.fns) for m in members)]:
+            alone = evaluate(f, setup, args.episodes, None, protocol=protocol)
+            member_reports.append({"checkpoint": str(path), "framework": fw,
+                                   "accuracy": alone["accuracy"]})
+            print(f"metalearn eval: member {path} ({fw}): {alone['accuracy']['mean']:.2%}",
+                  file=sys.stderr)
+        fns = combined
     if setup.test_data.num_classes:
         report = evaluate(fns, setup, args.episodes, out, label=f"{cfg.model} ({framework})",
                           protocol=protocol)
@@ -235,6 +308,9 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
         report["lake_runs"] = lake_runs(fns, args.lake_runs, args.size)
     if overrides:
         report["eval_options"] = overrides
+    if member_reports:
+        report["ensemble"] = {"rule": "mean of the members' softmax class probabilities",
+                              "members": member_reports}
     report["checkpoint_step"] = meta.get("step")
     report["framework"] = framework
     if out is not None:

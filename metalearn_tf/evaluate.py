@@ -11,12 +11,33 @@ from typing import Any
 
 import keras
 import numpy as np
+from keras import ops
 
 from metalearn_shared import evaluation as E
 from metalearn_shared import training as T
+from metalearn_shared.predict import ClassScores
 from metalearn_tf.checkpoint import load_checkpoint
 
-__all__ = ["model_fns", "evaluate_model", "load_any", "main_eval"]
+__all__ = ["class_scores", "model_fns", "evaluate_model", "load_any", "main_eval"]
+
+
+def class_scores(model: keras.Model) -> ClassScores:
+    """``(support_x, support_y, query_x, ways) -> (Q, ways)`` scores of ``model``, inference mode.
+
+    Prototype models score each class by their logits; pair models (with
+    ``support_scores``) by the query's best match among the class's support images.
+    """
+
+    def scores(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> np.ndarray:
+        if not hasattr(model, "support_scores"):
+            return ops.convert_to_numpy(model((sx, sy, qx), training=False, ways=ways))
+        per_image = model.support_scores(model.embed(sx, training=False),
+                                         model.embed(qx, training=False))  # (Q, S)
+        onehot = ops.one_hot(sy, ways) > 0  # (S, N)
+        masked = ops.where(onehot[None, :, :], per_image[:, :, None], -np.inf)  # (Q, S, N)
+        return ops.convert_to_numpy(ops.max(masked, axis=1))  # (Q, N)
+
+    return scores
 
 
 def model_fns(model: keras.Model) -> E.ModelFns:
@@ -33,7 +54,8 @@ def model_fns(model: keras.Model) -> E.ModelFns:
         return np_(model((x, prev_label), training=False))
 
     return E.ModelFns(predict=predict, logits=logits,
-                      scores=scores if hasattr(model, "one_shot_scores") else None)
+                      scores=scores if hasattr(model, "one_shot_scores") else None,
+                      class_scores=class_scores(model) if hasattr(model, "predict_episode") else None)
 
 
 def evaluate_model(model: keras.Model, setup: T.TrainSetup, episodes: int,

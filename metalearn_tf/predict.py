@@ -1,7 +1,8 @@
 """Keras few-shot prediction on one's own images (mirror of ``metalearn_torch/predict.py``).
 
 The reading, conversion and reporting are :mod:`metalearn_shared.predict`'s; this module
-gives it the model's class scores.
+gives it the model's class scores (``class_scores``, defined in ``evaluate.py`` beside this
+module, where evaluation and ``metalearn eval --ensemble`` use them too).
 """
 
 from __future__ import annotations
@@ -11,32 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
-import numpy as np
-from keras import ops
 
 from metalearn_shared import predict as P
-from metalearn_tf.evaluate import load_any
+from metalearn_tf.evaluate import class_scores, load_any
 
 __all__ = ["class_scores", "predict", "main_predict"]
-
-
-def class_scores(model: keras.Model) -> P.ClassScores:
-    """``(support_x, support_y, query_x, ways) -> (Q, ways)`` scores of ``model``, inference mode.
-
-    Prototype models score each class by their logits; pair models (with
-    ``support_scores``) by the query's best match among the class's support images.
-    """
-
-    def scores(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> np.ndarray:
-        if not hasattr(model, "support_scores"):
-            return ops.convert_to_numpy(model((sx, sy, qx), training=False, ways=ways))
-        per_image = model.support_scores(model.embed(sx, training=False),
-                                         model.embed(qx, training=False))  # (Q, S)
-        onehot = ops.one_hot(sy, ways) > 0  # (S, N)
-        masked = ops.where(onehot[None, :, :], per_image[:, :, None], -np.inf)  # (Q, S, N)
-        return ops.convert_to_numpy(ops.max(masked, axis=1))  # (Q, N)
-
-    return scores
 
 
 def predict(model: keras.Model | str | os.PathLike[str], support: str | os.PathLike[str],

@@ -14,11 +14,32 @@ from torch import nn
 
 from metalearn_shared import evaluation as E
 from metalearn_shared import training as T
+from metalearn_shared.predict import ClassScores
 from metalearn_torch.checkpoint import load_checkpoint
 from metalearn_torch.models import memory_format, use_memory_format
 from metalearn_torch.models.backbones import inference
 
-__all__ = ["model_fns", "evaluate_model", "main_eval"]
+__all__ = ["class_scores", "model_fns", "evaluate_model", "main_eval"]
+
+
+def class_scores(model: nn.Module) -> ClassScores:
+    """``(support_x, support_y, query_x, ways) -> (Q, ways)`` scores of ``model``, eval mode.
+
+    Prototype models score each class by their logits; pair models (with
+    ``support_scores``) by the query's best match among the class's support images.
+    """
+    device = next(model.parameters()).device
+
+    def scores(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> np.ndarray:
+        s, y, q = (torch.as_tensor(a, device=device) for a in (sx, sy, qx))
+        with inference(model):
+            if not hasattr(model, "support_scores"):
+                return model(s, y, q, ways).cpu().numpy()  # (Q, N) logits
+            per_image = model.support_scores(model.embed(s), model.embed(q))  # (Q, S)
+            out = torch.full((q.shape[0], ways), -torch.inf, device=device)
+            return out.scatter_reduce(1, y.expand_as(per_image), per_image, "amax").cpu().numpy()
+
+    return scores
 
 
 def model_fns(model: nn.Module) -> E.ModelFns:
@@ -40,7 +61,8 @@ def model_fns(model: nn.Module) -> E.ModelFns:
             return model(t(x), t(prev_label)).cpu().numpy()
 
     return E.ModelFns(predict=predict, logits=logits,
-                      scores=scores if hasattr(model, "one_shot_scores") else None)
+                      scores=scores if hasattr(model, "one_shot_scores") else None,
+                      class_scores=class_scores(model) if hasattr(model, "predict_episode") else None)
 
 
 def evaluate_model(model: nn.Module, setup: T.TrainSetup, episodes: int,

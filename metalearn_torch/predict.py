@@ -1,7 +1,8 @@
 """PyTorch few-shot prediction on one's own images (mirror of ``metalearn_tf/predict.py``).
 
 The reading, conversion and reporting are :mod:`metalearn_shared.predict`'s; this module
-gives it the model's class scores.
+gives it the model's class scores (``class_scores``, defined in ``evaluate.py`` beside this
+module, where evaluation and ``metalearn eval --ensemble`` use them too).
 """
 
 from __future__ import annotations
@@ -11,35 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import nn
 
 from metalearn_shared import predict as P
 from metalearn_torch.checkpoint import load_checkpoint
-from metalearn_torch.models.backbones import inference
+from metalearn_torch.evaluate import class_scores
 
 __all__ = ["class_scores", "predict", "main_predict"]
-
-
-def class_scores(model: nn.Module) -> P.ClassScores:
-    """``(support_x, support_y, query_x, ways) -> (Q, ways)`` scores of ``model``, eval mode.
-
-    Prototype models score each class by their logits; pair models (with
-    ``support_scores``) by the query's best match among the class's support images.
-    """
-    device = next(model.parameters()).device
-
-    def scores(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> np.ndarray:
-        s, y, q = (torch.as_tensor(a, device=device) for a in (sx, sy, qx))
-        with inference(model):
-            if not hasattr(model, "support_scores"):
-                return model(s, y, q, ways).cpu().numpy()  # (Q, N) logits
-            per_image = model.support_scores(model.embed(s), model.embed(q))  # (Q, S)
-            out = torch.full((q.shape[0], ways), -torch.inf, device=device)
-            return out.scatter_reduce(1, y.expand_as(per_image), per_image, "amax").cpu().numpy()
-
-    return scores
 
 
 def predict(model: nn.Module | str | os.PathLike[str], support: str | os.PathLike[str],
