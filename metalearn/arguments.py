@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from metalearn_shared import models, registry
 from metalearn_shared.augment import AUGMENTS
-from metalearn_shared.config import MEMORY_FORMATS, TRAIN_EPISODES
+from metalearn_shared.config import EPISODE_CLASSES, MEMORY_FORMATS
 from metalearn_shared.data import HOLDOUT_HELP, parse_holdout
 from metalearn_shared.evaluation import PROTOCOLS
 from metalearn_shared.optimizers import OPTIMIZER_NAMES
@@ -178,7 +178,7 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
                         "shear, scale, shift, each with p 0.5); santoro = the MANN reference "
                         "implementation's (rotation ±30°, shift ≤ 10/105 of the side). "
                         "Held-out episodes are never distorted")
-    p.add_argument("--episode-classes", default="random", choices=TRAIN_EPISODES,
+    p.add_argument("--episode-classes", default="random", choices=EPISODE_CLASSES,
                    help="few-shot models: how a training episode draws its classes. random = "
                         "any classes of the training alphabets; within-alphabet = all from one "
                         "alphabet, as in Lake's one-shot trials (the held-out evaluation is "

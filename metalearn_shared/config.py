@@ -19,13 +19,13 @@ from metalearn_shared.augment import augment_spec
 from metalearn_shared.optimizers import optimizer_entry
 
 #: How few-shot training episodes draw their classes (``TrainConfig.episode_classes``).
-TRAIN_EPISODES = ("random", "within-alphabet")
+EPISODE_CLASSES = ("random", "within-alphabet")
 
 __all__ = [
     "ConfigMixin",
     "BackboneConfig",
     "TrainConfig",
-    "TRAIN_EPISODES",
+    "EPISODE_CLASSES",
     "ModelConfig",
     "BACKBONES",
     "MEMORY_FORMATS",
@@ -154,7 +154,7 @@ class TrainConfig(ConfigMixin):
         augment: a name of :data:`metalearn_shared.augment.AUGMENTS`: per-image affine
             distortion of the training episodes (``"none"``, ``"koch"``, ``"santoro"``).
         episode_classes: how few-shot training episodes draw their classes, one of
-            :data:`TRAIN_EPISODES`: ``"random"`` (any classes of the training set) or
+            :data:`EPISODE_CLASSES`: ``"random"`` (any classes of the training set) or
             ``"within-alphabet"`` (all classes of an episode from one alphabet, as in Lake's
             trials: :class:`~metalearn_shared.episodes.WithinAlphabetSampler`).
     """
@@ -172,6 +172,6 @@ class TrainConfig(ConfigMixin):
     def __post_init__(self) -> None:
         optimizer_entry(self.optimizer)  # ValueError listing the valid names
         augment_spec(self.augment)  # ValueError listing the valid names
-        if self.episode_classes not in TRAIN_EPISODES:
+        if self.episode_classes not in EPISODE_CLASSES:
             raise ValueError(f"unknown --episode-classes {self.episode_classes!r}; choose one of "
-                             f"{', '.join(TRAIN_EPISODES)}.")
+                             f"{', '.join(EPISODE_CLASSES)}.")

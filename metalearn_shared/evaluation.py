@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from metalearn_shared import training as T
+from metalearn_shared.losses import log_softmax
 
-__all__ = ["PROTOCOLS", "Member", "ModelFns", "ensemble", "evaluate", "lake_runs", "main_eval",
+__all__ = ["PROTOCOLS", "Ensemble", "Member", "ModelFns", "ensemble", "evaluate", "lake_runs", "main_eval",
            "recorded_data", "resolve_eval_data"]
 
 #: ``metalearn eval --protocol``: random episodes of the held-out classes (``--ways``,
@@ -50,23 +51,49 @@ class Member:
     meta: dict[str, Any]
 
 
-def ensemble(members: list[ModelFns]) -> ModelFns:
+class Ensemble:
     """A model whose class probabilities are the mean of ``members``' (each the softmax of
     its ``class_scores``); it predicts their argmax. Members of either framework, and of
-    different metric models, combine: only their numpy scores meet here."""
-    if not members or any(m.class_scores is None for m in members):
-        raise ValueError("an ensemble needs few-shot or pair models (they score classes); a "
-                         "sequence model (MANN, LSTM) cannot be a member.")
+    different metric models, combine: only their numpy scores meet here.
 
-    def predict(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
-        from metalearn_shared.losses import log_softmax
+    Every member's own prediction (the argmax of its scores) is kept as the ensemble runs,
+    so :meth:`member` replays a member's evaluation on the same episodes without running
+    the member's model again.
+    """
 
+    def __init__(self, members: list[ModelFns]) -> None:
+        if not members or any(m.class_scores is None for m in members):
+            raise ValueError("an ensemble needs few-shot or pair models (they score classes); "
+                             "a sequence model (MANN, LSTM) cannot be a member.")
+        self.members = members
+        self._predicted: list[list[np.ndarray]] = [[] for _ in members]
+
+    def predict(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
         ways = int(np.max(sy)) + 1
-        probs = sum(np.exp(log_softmax(np.asarray(m.class_scores(sx, sy, qx, ways), np.float64)))
-                    for m in members)
+        probs = 0.0
+        for m, kept in zip(self.members, self._predicted, strict=True):
+            scores = np.asarray(m.class_scores(sx, sy, qx, ways), np.float64)
+            kept.append(np.argmax(scores, axis=1))
+            probs = probs + np.exp(log_softmax(scores))
         return np.argmax(probs, axis=1)
 
-    return ModelFns(predict=predict)
+    def fns(self) -> ModelFns:
+        return ModelFns(predict=self.predict)
+
+    def member(self, i: int) -> ModelFns:
+        """Member ``i``'s predictions of the ensemble's run so far, in order: evaluating
+        it with the same setup draws the same episodes and reads them back."""
+        kept = iter(self._predicted[i])
+
+        def predict(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
+            return next(kept)
+
+        return ModelFns(predict=predict)
+
+
+def ensemble(members: list[ModelFns]) -> ModelFns:
+    """The ensemble of ``members`` as a model (:class:`Ensemble`)."""
+    return Ensemble(members).fns()
 
 
 #: The data keys every ensemble member must share with the first checkpoint: its episodes
@@ -83,7 +110,7 @@ def _check_member(first: dict[str, Any] | None, member: Member) -> None:
                          "its held-out alphabets are unknown; ensemble checkpoints trained by "
                          "metalearn train.")
     for key in _MEMBER_KEYS:
-        if key in first and key in theirs and first[key] != theirs[key]:
+        if key in first and key in theirs and not _same(key, first[key], theirs[key]):
             flag = "--" + key
             raise ValueError(f"--ensemble {member.checkpoint} was trained with {flag} "
                              f"{theirs[key]}, the first checkpoint with {flag} {first[key]}: "
@@ -276,23 +303,16 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
     out = Path(args.out) if args.out else None
     protocol = getattr(args, "protocol", "episodes")
     members: list[Member] = list(getattr(args, "ensemble_members", None) or [])
-    member_reports = []
+    combined: Ensemble | None = None
     if members:
         first = recorded_data(meta, args.checkpoint)
         for m in members:
             _check_member(first, m)
-        combined = ensemble([fns, *(m.fns for m in members)])
         if not setup.test_data.num_classes:
             raise ValueError("--ensemble evaluates on held-out alphabets; the checkpoints hold "
                              "none out.")
-        for path, fw, f in [(args.checkpoint, framework, fns),
-                            *((m.checkpoint, m.framework, m.fns) for m in members)]:
-            alone = evaluate(f, setup, args.episodes, None, protocol=protocol)
-            member_reports.append({"checkpoint": str(path), "framework": fw,
-                                   "accuracy": alone["accuracy"]})
-            print(f"metalearn eval: member {path} ({fw}): {alone['accuracy']['mean']:.2%}",
-                  file=sys.stderr)
-        fns = combined
+        combined = Ensemble([fns, *(m.fns for m in members)])
+        fns = combined.fns()
     if setup.test_data.num_classes:
         report = evaluate(fns, setup, args.episodes, out, label=f"{cfg.model} ({framework})",
                           protocol=protocol)
@@ -308,7 +328,15 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
         report["lake_runs"] = lake_runs(fns, args.lake_runs, args.size)
     if overrides:
         report["eval_options"] = overrides
-    if member_reports:
+    if combined is not None:  # each member's accuracy, replayed from the ensemble's run
+        member_reports = []
+        for i, (path, fw) in enumerate([(args.checkpoint, framework),
+                                        *((m.checkpoint, m.framework) for m in members)]):
+            alone = evaluate(combined.member(i), setup, args.episodes, None, protocol=protocol)
+            member_reports.append({"checkpoint": str(path), "framework": fw,
+                                   "accuracy": alone["accuracy"]})
+            print(f"metalearn eval: member {path} ({fw}): {alone['accuracy']['mean']:.2%}",
+                  file=sys.stderr)
         report["ensemble"] = {"rule": "mean of the members' softmax class probabilities",
                               "members": member_reports}
     report["checkpoint_step"] = meta.get("step")
