@@ -15,10 +15,10 @@ thread each, so two share a 2-core machine):
     python experiments/lake_cv.py --framework torch --out runs/lake-cv-protonet-torch
     python experiments/lake_cv.py --framework tf --out runs/lake-cv-protonet-tf
 
-Any training option passes through after ``--``, e.g. ``-- --steps 5000 --compile``.
-``--only 3`` (or ``1,3``) trains and evaluates some folds of the K, for an ablation on the
-hardest fold before a full cross-validation; the summary then covers those folds (its
-interval needs two or more).
+Any training option passes through after ``--``, e.g. ``-- --steps 5000 --compile``, and
+``-- --no-rotations`` drops a flag of the recipe. ``--only 3`` (or ``1,3``) trains and
+evaluates some folds of the K, for an ablation on the hardest fold before a full
+cross-validation; the summary then covers those folds (its interval needs two or more).
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def _metalearn(args: list[str], env: dict[str, str]) -> None:
 
 
 def _override(recipe: list[str], extra: list[str]) -> list[str]:
-    """The recipe with each ``--option [value]`` of ``extra`` replacing the recipe's own."""
+    """The recipe with each ``--option [value]`` of ``extra`` replacing the recipe's own;
+    ``--no-FLAG`` drops the recipe's ``--FLAG`` (e.g. ``--no-rotations``)."""
     def options(args: list[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         key = None
@@ -85,6 +86,12 @@ def _override(recipe: list[str], extra: list[str]) -> list[str]:
         return out
 
     merged = {**options(recipe), **options(extra)}
+    for key in [k for k in merged if k.startswith("--no-")]:
+        dropped = "--" + key[len("--no-"):]
+        if dropped not in merged:
+            raise SystemExit(f"{key}: drops the recipe's flag {dropped}; the recipe "
+                             f"({' '.join(recipe)}) has no such flag.")
+        del merged[key], merged[dropped]
     return [x for k, v in merged.items() for x in (k, *v)]
 
 

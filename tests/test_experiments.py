@@ -122,3 +122,13 @@ def test_lake_cv_trains_and_evaluates_every_fold(tmp_path, monkeypatch):
     for bad in ("3", "0", "x"):
         with pytest.raises(SystemExit):
             script.main(["--only", bad, *argv])
+
+
+def test_lake_cv_override_replaces_and_drops_recipe_options():
+    script = _script("lake_cv")
+    recipe = ["--model", "protonet", "--rotations", "--steps", "2500"]
+    assert script._override(recipe, ["--steps", "10", "--augment", "koch"]) == [
+        "--model", "protonet", "--rotations", "--steps", "10", "--augment", "koch"]
+    assert script._override(recipe, ["--no-rotations"]) == ["--model", "protonet", "--steps", "2500"]
+    with pytest.raises(SystemExit, match="has no such flag"):
+        script._override(recipe, ["--no-compile"])
