@@ -214,6 +214,12 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
                         "(default --framework), e.g. --ensemble keras:runs/k/checkpoint.safetensors. "
                         "Members must share the data and split; eval.json gives each "
                         "member's accuracy on the same episodes beside the ensemble's")
+    p.add_argument("--tta", type=count(1), default=1, metavar="VIEWS",
+                   help="test-time augmentation: classify each episode VIEWS times, as it is "
+                        "and VIEWS-1 times with every image distorted by --tta-augment, and "
+                        "average the class probabilities (1 = off; few-shot and pair models)")
+    p.add_argument("--tta-augment", default="koch", choices=[a for a in AUGMENTS if a != "none"],
+                   help="the distortion of --tta's extra views (as metalearn train --augment)")
     p.add_argument("--out", default=None, help="folder for eval.json and plots")
 
 

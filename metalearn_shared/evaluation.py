@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 
 from metalearn_shared import training as T
+from metalearn_shared.augment import KochAffine, _affine_warp, _koch_params, augment_spec
 from metalearn_shared.losses import log_softmax
 
-__all__ = ["PROTOCOLS", "Ensemble", "Member", "ModelFns", "ensemble", "evaluate", "lake_runs", "main_eval",
-           "recorded_data", "resolve_eval_data"]
+__all__ = ["PROTOCOLS", "Ensemble", "Member", "ModelFns", "TestTimeAugmentation", "ensemble",
+           "evaluate", "lake_runs", "main_eval", "recorded_data", "resolve_eval_data"]
 
 #: ``metalearn eval --protocol``: random episodes of the held-out classes (``--ways``,
 #: ``--shots``, ``--queries``), or Lake et al.'s within-alphabet 20-way one-shot trials on
@@ -51,6 +52,59 @@ class Member:
     meta: dict[str, Any]
 
 
+def _probabilities(scores: Any) -> np.ndarray:
+    """The softmax of class scores ``(Q, ways)``, in float64."""
+    return np.exp(log_softmax(np.asarray(scores, np.float64)))
+
+
+def _needs_class_scores(fns: list[ModelFns], what: str) -> None:
+    if not fns or any(m.class_scores is None for m in fns):
+        raise ValueError(f"{what} needs few-shot or pair models (they score classes); "
+                         "a sequence model (MANN, LSTM) has no class scores.")
+
+
+class TestTimeAugmentation:
+    """A model whose class probabilities are the mean over ``views`` versions of each
+    episode: the episode itself, and ``views - 1`` copies in which every support and query
+    image is distorted by its own draw from ``spec`` (:mod:`metalearn_shared.augment`).
+
+    Each view is a whole episode the model classifies as usual (a ProtoNet builds its
+    prototypes from that view's support images). The distortions of the ``i``-th episode
+    evaluated are drawn from ``(seed, i)``, so an evaluation is reproducible, and two models
+    wrapped with the same seed see the same views (an ensemble's members do).
+    """
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, fns: ModelFns, views: int, spec: KochAffine | None, seed: int = 0) -> None:
+        _needs_class_scores([fns], "test-time augmentation (--tta)")
+        if views < 1:
+            raise ValueError(f"--tta takes the number of views, at least 1 (1 = off); got {views}.")
+        if spec is None:
+            raise ValueError("test-time augmentation needs a distortion (--tta-augment koch or "
+                             "santoro), not none.")
+        self.inner, self.views, self.spec, self.seed = fns, views, spec, seed
+        self._episodes = 0
+
+    def class_scores(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> np.ndarray:
+        """``log`` of the views' mean class probabilities ``(Q, ways)``."""
+        rng = np.random.default_rng((self.seed, self._episodes))
+        self._episodes += 1
+        probs = _probabilities(self.inner.class_scores(sx, sy, qx, ways))
+        images = np.concatenate([sx, qx])
+        for _ in range(1, self.views):
+            params = _koch_params(rng, self.spec, (len(images),), images.shape[-2:])
+            view = _affine_warp(images, params)
+            probs += _probabilities(self.inner.class_scores(view[:len(sx)], sy, view[len(sx):], ways))
+        return np.log(probs / self.views)
+
+    def predict(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
+        return np.argmax(self.class_scores(sx, sy, qx, int(np.max(sy)) + 1), axis=1)
+
+    def fns(self) -> ModelFns:
+        return ModelFns(predict=self.predict, class_scores=self.class_scores)
+
+
 class Ensemble:
     """A model whose class probabilities are the mean of ``members``' (each the softmax of
     its ``class_scores``); it predicts their argmax. Members of either framework, and of
@@ -62,9 +116,7 @@ class Ensemble:
     """
 
     def __init__(self, members: list[ModelFns]) -> None:
-        if not members or any(m.class_scores is None for m in members):
-            raise ValueError("an ensemble needs few-shot or pair models (they score classes); "
-                             "a sequence model (MANN, LSTM) cannot be a member.")
+        _needs_class_scores(members, "an ensemble")
         self.members = members
         self._predicted: list[list[np.ndarray]] = [[] for _ in members]
 
@@ -74,7 +126,7 @@ class Ensemble:
         for m, kept in zip(self.members, self._predicted, strict=True):
             scores = np.asarray(m.class_scores(sx, sy, qx, ways), np.float64)
             kept.append(np.argmax(scores, axis=1))
-            probs = probs + np.exp(log_softmax(scores))
+            probs = probs + _probabilities(scores)
         return np.argmax(probs, axis=1)
 
     def fns(self) -> ModelFns:
@@ -303,6 +355,16 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
     out = Path(args.out) if args.out else None
     protocol = getattr(args, "protocol", "episodes")
     members: list[Member] = list(getattr(args, "ensemble_members", None) or [])
+    views = getattr(args, "tta", 1)
+    if views != 1 and args.lake_runs:
+        raise ValueError("--tta augments the episodes of --protocol; the official runs "
+                         "(--lake-runs) are scored without it: leave one of them out.")
+
+    def augmented(f: ModelFns) -> ModelFns:  # every model sees the same views
+        if views == 1:
+            return f
+        return TestTimeAugmentation(f, views, augment_spec(args.tta_augment), setup.train.seed).fns()
+    fns = augmented(fns)
     combined: Ensemble | None = None
     if members:
         first = recorded_data(meta, args.checkpoint)
@@ -311,7 +373,7 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
         if not setup.test_data.num_classes:
             raise ValueError("--ensemble evaluates on held-out alphabets; the checkpoints hold "
                              "none out.")
-        combined = Ensemble([fns, *(m.fns for m in members)])
+        combined = Ensemble([fns, *(augmented(m.fns) for m in members)])
         fns = combined.fns()
     if setup.test_data.num_classes:
         report = evaluate(fns, setup, args.episodes, out, label=f"{cfg.model} ({framework})",
@@ -328,6 +390,11 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
         report["lake_runs"] = lake_runs(fns, args.lake_runs, args.size)
     if overrides:
         report["eval_options"] = overrides
+    if views != 1:
+        report["test_time_augmentation"] = {
+            "views": views, "augment": args.tta_augment,
+            "rule": "mean of the softmax class probabilities over the episode and "
+                    f"{views - 1} distorted copies of it"}
     if combined is not None:  # each member's accuracy, replayed from the ensemble's run
         member_reports = []
         for i, (path, fw) in enumerate([(args.checkpoint, framework),

@@ -78,3 +78,25 @@ def test_members_must_share_the_split(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "was trained with --holdout fold:1/4, the first checkpoint with --holdout fold:2/4" in err
     assert "members must share the data and the split" in err
+
+
+def test_tta_wraps_the_model_and_every_member_with_the_same_views(runs, tmp_path, capsys):
+    """``--tta`` (tests/test_tta.py holds its rule): the report records it, it changes
+    what the model sees, the same weights in Keras see the same views, and every ensemble
+    member gets them (an ensemble of a model with itself is that model, under --tta too)."""
+    t = runs / "torch" / "checkpoint.safetensors"
+    plain = _eval(t, tmp_path / "t")
+    tta = _eval(t, tmp_path / "t3", "--tta", "3")
+    assert tta["test_time_augmentation"]["views"] == 3
+    assert tta["test_time_augmentation"]["augment"] == "koch"
+    assert tta["accuracy"] != plain["accuracy"]
+    keras = _eval(t, tmp_path / "k3", "--tta", "3", "--framework", "keras")
+    assert keras["accuracy"]["mean"] == pytest.approx(tta["accuracy"]["mean"], abs=1.01 / 24)
+    both = _eval(t, tmp_path / "tt3", "--tta", "3", "--ensemble", f"keras:{t}")
+    assert both["accuracy"] == tta["accuracy"]
+    assert [m["accuracy"] for m in both["ensemble"]["members"]] == [tta["accuracy"], keras["accuracy"]]
+    with pytest.raises(SystemExit):
+        main(["eval", str(t), "--tta", "0", *TINY])
+    assert "argument --tta: must be at least 1" in capsys.readouterr().err
+    assert main(["eval", str(t), "--tta", "2", "--lake-runs", str(tmp_path), *TINY]) != 0
+    assert "the official runs (--lake-runs) are scored without it" in capsys.readouterr().err
