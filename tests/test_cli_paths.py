@@ -62,6 +62,21 @@ def test_siamese_contrastive_with_rotations(fw, tmp_path):
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_siamese_margin_reaches_the_model_and_bad_margins_are_named(fw, tmp_path, capsys):
+    _needs(fw)
+    out = tmp_path / "run"
+    assert main(["train", "--framework", fw, "--model", "siamese", "--head", "cosine",
+                 "--margin", "0.5", "--batch", "4", "--steps", "1", "--out", str(out)]) == 0
+    assert _run_json(out)["model"]["margin"] == 0.5
+    for head, margin, says in (("koch", "0.5", "the koch head has none"),
+                               ("contrastive", "0", "a distance, above 0"),
+                               ("cosine", "1", "a cosine in [-1, 1)")):
+        assert main(["train", "--framework", fw, "--model", "siamese", "--head", head,
+                     "--margin", margin, "--steps", "1", "--out", str(tmp_path / head)]) != 0
+        assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_compile(fw, tmp_path, monkeypatch):
     """--compile: XLA in Keras; torch.compile with the eager backend (the path, without
     inductor's C++ build: 30 s on 2 cores). The seed backbone on 16×16 images keeps XLA's

@@ -92,6 +92,20 @@ class SiameseConfig(ConfigMixin):
         check(self.head in SIAMESE_HEADS, f"unknown head {self.head!r}; choose one of {SIAMESE_HEADS}.")
         if self.margin is None:
             object.__setattr__(self, "margin", 1.0 if self.head == "contrastive" else 0.0)
+        if self.head == "contrastive":
+            check(self.margin > 0, f"the contrastive margin is a distance, above 0; found {self.margin}.")
+        elif self.head == "cosine":
+            check(-1 <= self.margin < 1, "the cosine-embedding margin is a cosine in [-1, 1) "
+                  f"(at 1 no different pair is penalised); found {self.margin}.")
+
+
+def _config_from_args(args: Any, size: int) -> SiameseConfig:
+    margin = getattr(args, "margin", None)
+    check(margin is None or args.head != "koch",
+          "--margin sets the contrastive or cosine-embedding loss; the koch head has none "
+          "(its loss is a logistic on a learned L1 head): leave --margin out.")
+    return SiameseConfig(backbone=BackboneConfig(name=args.backbone, image_size=size),
+                         head=args.head, margin=margin)
 
 
 def variants(image_size: int = 28) -> list[tuple[str, SiameseConfig]]:
@@ -258,14 +272,19 @@ SPEC = registry.register_model(registry.ModelSpec(
     family="pairs",
     param_spec=param_spec,
     inputs_and_target=inputs_and_target,
-    config_from_args=lambda args, size: SiameseConfig(
-        backbone=BackboneConfig(name=args.backbone, image_size=size), head=args.head),
+    config_from_args=_config_from_args,
     args_from_config=lambda c: {"backbone": c.backbone.name, "size": c.backbone.image_size,
                                 "head": c.head},
     defaults=registry.TrainDefaults(batch=32, lr=1e-3, optimizer="adam", image_size=28),
     options=(BACKBONE_OPTION, registry.Option(("--head",), {
         "default": "contrastive", "choices": SIAMESE_HEADS,
-        "help": "siamese head: " + " | ".join(SIAMESE_HEADS)})),
+        "help": "siamese head: " + " | ".join(SIAMESE_HEADS)}),
+             registry.Option(("--margin",), {
+        "default": None, "type": float,
+        "help": "siamese: the margin of the contrastive loss (a distance; default 1) or of "
+                "the cosine-embedding loss (a cosine; default 0, torch's and the seed "
+                "document's). The conv embeddings are non-negative (they end on a ReLU), so "
+                "at 0 a different pair is only free of loss when the two share no feature"})),
     parity_cases=_parity_cases,
     workloads=_workloads,
     flops=_flops,
