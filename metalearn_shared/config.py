@@ -98,6 +98,7 @@ class BackboneConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         check(self.name in BACKBONES, f"unknown backbone {self.name!r}; choose one of {BACKBONES}.")
+        check(self.hidden >= 1, f"conv4 needs at least 1 channel per layer; got {self.hidden}.")
         check(
             self.image_size >= 16,
             f"backbone {self.name!r} needs images of at least 16×16 (four 2× poolings); "

@@ -76,6 +76,34 @@ def test_siamese_margin_reaches_the_model_and_bad_margins_are_named(fw, tmp_path
         assert says in capsys.readouterr().err
 
 
+def test_a_wider_conv4_trains_and_evaluates_the_same_in_both_frameworks(tmp_path, capsys):
+    """--width C: conv4 with C channels per layer (protonet, siamese and the MAML family
+    take it); the checkpoint carries it, so eval in either framework rebuilds that width."""
+    _needs("torch")
+    _needs("keras")
+    out = tmp_path / "wide"
+    tiny = ["--ways", "3", "--shots", "1", "--queries", "2"]
+    assert main(["train", "--model", "protonet", "--width", "12", "--steps", "2",
+                 "--holdout", "fold:1/4", "--out", str(out), *tiny]) == 0
+    assert _run_json(out)["model"]["backbone"]["hidden"] == 12
+    arrays, _ = load_canonical(out / "checkpoint.safetensors")
+    assert {a.shape[0] for a in arrays.values() if a.ndim == 4} == {12}  # every conv (OIHW)
+    ckpt = str(out / "checkpoint.safetensors")
+    reports = []
+    for fw in ("torch", "keras"):
+        assert main(["eval", "--framework", fw, ckpt, "--episodes", "6", "--out",
+                     str(tmp_path / fw), *tiny]) == 0
+        reports.append(json.loads((tmp_path / fw / "eval.json").read_text()))
+    assert reports[0]["accuracy"] == reports[1]["accuracy"]
+    for model in ("siamese", "maml"):
+        assert main(["train", "--model", model, "--width", "8", "--steps", "1", "--batch", "2",
+                     "--out", str(tmp_path / model), *tiny]) == 0
+        assert _run_json(tmp_path / model)["model"]["backbone"]["hidden"] == 8
+    assert main(["train", "--model", "protonet", "--backbone", "seed", "--width", "8",
+                 "--steps", "1", "--out", str(tmp_path / "seed")]) != 0
+    assert "--width sets conv4's channels" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_compile(fw, tmp_path, monkeypatch):
     """--compile: XLA in Keras; torch.compile with the eager backend (the path, without

@@ -29,16 +29,20 @@ variance with the unbiased one, ``running = (1 - m) running + m batch``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from metalearn_shared.config import BACKBONES, BackboneConfig
+from metalearn_shared.config import BACKBONES, BackboneConfig, check
 from metalearn_shared.flops import Flops
 from metalearn_shared.registry import Option
 from metalearn_shared.weights import Layout, ParamSpec, batchnorm, conv2d, dense
 
 __all__ = [
     "BACKBONE_OPTION",
+    "BACKBONE_OPTIONS",
+    "backbone_args",
+    "backbone_from_args",
     "backbone_flops",
     "CONV4_BLOCKS",
     "backbone_spec",
@@ -265,3 +269,26 @@ def backbone_flops(config: BackboneConfig) -> Flops:
 #: ``--backbone``, the option of every model built on a backbone.
 BACKBONE_OPTION = Option(("--backbone",), {"default": "conv4", "choices": BACKBONES,
                                             "help": "embedding network: " + " | ".join(BACKBONES)})
+
+#: ``--backbone`` and ``--width`` (conv4's channels): the options of every model built on a
+#: backbone, read by :func:`backbone_from_args`.
+BACKBONE_OPTIONS = (BACKBONE_OPTION, Option(("--width",), {
+    "default": None, "type": int, "metavar": "C",
+    "help": "conv4: the channels of each of its four conv layers (default 64; 128 or more is "
+            "a wider Conv4, about (C/64)² the compute)"}))
+
+
+def backbone_from_args(args: Any, size: int) -> BackboneConfig:
+    """The backbone ``metalearn train`` builds from ``--backbone``, ``--width`` and the size."""
+    width = getattr(args, "width", None)
+    if width is None:
+        return BackboneConfig(name=args.backbone, image_size=size)
+    check(args.backbone == "conv4", f"--width sets conv4's channels; the {args.backbone} "
+          "backbone's layers have fixed sizes: leave --width out.")
+    return BackboneConfig(name=args.backbone, image_size=size, hidden=width)
+
+
+def backbone_args(config: BackboneConfig) -> dict[str, Any]:
+    """What a checkpoint's backbone fixes on ``metalearn eval``'s command line."""
+    fixed = {"backbone": config.name, "size": config.image_size}
+    return {**fixed, "width": config.hidden} if config.name == "conv4" else fixed

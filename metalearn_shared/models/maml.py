@@ -58,8 +58,10 @@ from metalearn_shared import losses, registry
 from metalearn_shared.config import BackboneConfig, ConfigMixin, check
 from metalearn_shared.flops import Flops, dense_flops
 from metalearn_shared.models.backbones import (
-    BACKBONE_OPTION,
+    BACKBONE_OPTIONS,
+    backbone_args,
     backbone_flops,
+    backbone_from_args,
     backbone_spec,
     embedding_chw,
 )
@@ -347,14 +349,13 @@ def config_from_args_for(cls: type) -> Any:
                  if getattr(args, k, None) is not None}
         if getattr(args, "first_order", False):
             extra["first_order"] = True
-        return cls(backbone=BackboneConfig(name=args.backbone, image_size=size), ways=args.ways,
-                   **extra)
+        return cls(backbone=backbone_from_args(args, size), ways=args.ways, **extra)
 
     return make
 
 
 def args_from_config(c: MAMLConfig) -> dict[str, Any]:
-    return {"size": c.image_size, "ways": c.ways, "backbone": c.backbone.name}
+    return {**backbone_args(c.backbone), "size": c.image_size, "ways": c.ways}
 
 
 def _parity_cases(cls: type, name: str) -> Any:
@@ -414,7 +415,7 @@ def _flops(config: MAMLConfig, task: registry.Task) -> tuple[float, float]:
 
 
 OPTIONS = (
-    BACKBONE_OPTION,
+    *BACKBONE_OPTIONS,
     registry.Option(("--inner-steps",), {"type": int, "default": None,
                                          "help": "MAML family: inner SGD steps in training (default 1)"}),
     registry.Option(("--eval-inner-steps",), {"type": int, "default": None,

@@ -26,7 +26,13 @@ from metalearn_shared import losses, registry
 from metalearn_shared.config import BACKBONES, BackboneConfig, ConfigMixin
 from metalearn_shared.episodes import FewShotEpisode
 from metalearn_shared.flops import Flops
-from metalearn_shared.models.backbones import BACKBONE_OPTION, backbone_flops, backbone_spec
+from metalearn_shared.models.backbones import (
+    BACKBONE_OPTIONS,
+    backbone_args,
+    backbone_flops,
+    backbone_from_args,
+    backbone_spec,
+)
 from metalearn_shared.weights import ParamSpec
 
 __all__ = ["ProtoNetConfig", "SPEC", "variants", "param_spec", "loss_for", "logits", "predict", "inputs_and_target"]
@@ -114,11 +120,10 @@ SPEC = registry.register_model(registry.ModelSpec(
     family="fewshot",
     param_spec=param_spec,
     inputs_and_target=inputs_and_target,
-    config_from_args=lambda args, size: ProtoNetConfig(
-        backbone=BackboneConfig(name=args.backbone, image_size=size)),
-    args_from_config=lambda c: {"backbone": c.backbone.name, "size": c.backbone.image_size},
+    config_from_args=lambda args, size: ProtoNetConfig(backbone=backbone_from_args(args, size)),
+    args_from_config=lambda c: backbone_args(c.backbone),
     defaults=registry.TrainDefaults(batch=1, lr=1e-3, optimizer="adam", image_size=28),
-    options=(BACKBONE_OPTION,),
+    options=BACKBONE_OPTIONS,
     parity_cases=_parity_cases,
     workloads=_workloads,
     flops=_flops,

@@ -44,8 +44,10 @@ from metalearn_shared import losses, registry
 from metalearn_shared.config import BACKBONES, BackboneConfig, ConfigMixin, check
 from metalearn_shared.episodes import PairBatch
 from metalearn_shared.models.backbones import (
-    BACKBONE_OPTION,
+    BACKBONE_OPTIONS,
+    backbone_args,
     backbone_flops,
+    backbone_from_args,
     backbone_spec,
     embedding_chw,
 )
@@ -104,8 +106,7 @@ def _config_from_args(args: Any, size: int) -> SiameseConfig:
     check(margin is None or args.head != "koch",
           "--margin sets the contrastive or cosine-embedding loss; the koch head has none "
           "(its loss is a logistic on a learned L1 head): leave --margin out.")
-    return SiameseConfig(backbone=BackboneConfig(name=args.backbone, image_size=size),
-                         head=args.head, margin=margin)
+    return SiameseConfig(backbone=backbone_from_args(args, size), head=args.head, margin=margin)
 
 
 def variants(image_size: int = 28) -> list[tuple[str, SiameseConfig]]:
@@ -273,10 +274,9 @@ SPEC = registry.register_model(registry.ModelSpec(
     param_spec=param_spec,
     inputs_and_target=inputs_and_target,
     config_from_args=_config_from_args,
-    args_from_config=lambda c: {"backbone": c.backbone.name, "size": c.backbone.image_size,
-                                "head": c.head},
+    args_from_config=lambda c: {**backbone_args(c.backbone), "head": c.head},
     defaults=registry.TrainDefaults(batch=32, lr=1e-3, optimizer="adam", image_size=28),
-    options=(BACKBONE_OPTION, registry.Option(("--head",), {
+    options=(*BACKBONE_OPTIONS, registry.Option(("--head",), {
         "default": "contrastive", "choices": SIAMESE_HEADS,
         "help": "siamese head: " + " | ".join(SIAMESE_HEADS)}),
              registry.Option(("--margin",), {
