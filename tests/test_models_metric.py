@@ -108,6 +108,9 @@ class _TorchFW:
     def model_loss(self, model, y, out):
         return float(model.make_loss()(self.t(out), self.t(y)))
 
+    def batch_accuracy(self, model, out, y):
+        return float(model.batch_accuracy(self.t(out), self.t(y)))
+
     def cosine(self, x1, x2):
         return self.np(self.losses.cosine_similarity(self.t(x1), self.t(x2)))
 
@@ -170,6 +173,10 @@ class _KerasFW:
 
     def model_loss(self, model, y, out):
         return float(model.make_loss()(y, out))
+
+    def batch_accuracy(self, model, out, y):
+        ops = self.keras.ops
+        return float(model.batch_accuracy(ops.convert_to_tensor(out), ops.convert_to_tensor(y)))
 
     def cosine(self, x1, x2):
         ops = self.keras.ops
@@ -317,6 +324,22 @@ def test_backbone_matches_numpy_reference(fw, glyphs, backbone, training):
 
 
 # -- heads and losses against the numpy spec -------------------------------------------------
+@pytest.mark.parametrize(("head", "margin", "t", "below"), [
+    ("contrastive", 0.6, 0.3, True), ("cosine", 0.0, 0.5, False), ("cosine", 0.4, 0.7, False),
+    ("koch", None, 0.0, False)])
+def test_batch_accuracy_uses_the_heads_threshold(fw, head, margin, t, below):
+    """The training log's pair accuracy: each head's threshold, in the spec and both
+    frameworks. The cosine head's is (1 + margin) / 2: conv embeddings are non-negative,
+    so a threshold of 0 called almost every pair *same* (a cosine run logged 50%)."""
+    config = SiameseConfig(BackboneConfig("seed"), head=head, margin=margin)
+    assert siamese_spec.same_threshold(config) == pytest.approx((t, below))
+    out = np.float32(t) + np.array([-0.2, -0.05, 0.05, 0.2, -0.1, 0.1], np.float32)
+    y = np.array([1, 1, 1, 1, 0, 0], np.float32)
+    want = (np.mean([1, 1, 0, 0, 0, 1]) if below else np.mean([0, 0, 1, 1, 1, 0]))
+    assert siamese_spec.batch_accuracy(config, out, y) == pytest.approx(want)
+    assert fw.batch_accuracy(fw.build(config), out, y) == pytest.approx(want)
+
+
 @pytest.mark.parametrize("head", ["contrastive", "cosine", "koch"])
 def test_siamese_heads_match_spec(fw, head):
     config = SiameseConfig(BackboneConfig("seed"), head=head, margin=0.7)

@@ -65,6 +65,7 @@ __all__ = [
     "support_scores",
     "predict_from_scores",
     "inputs_and_target",
+    "same_threshold",
 ]
 
 
@@ -232,11 +233,24 @@ def inputs_and_target(batch: PairBatch) -> tuple[tuple[np.ndarray, np.ndarray], 
 PARITY_PAIRS = 8
 
 
+def same_threshold(config: SiameseConfig) -> tuple[float, bool]:
+    """``(t, below)``: the head's natural threshold for *same*, halfway between what its
+    loss asks of same and of different pairs: a distance below ``margin / 2``, a cosine
+    above ``(1 + margin) / 2`` (same pairs are pushed to 1, different ones under the
+    margin; conv4's embeddings are non-negative, so their cosines are >= 0 and 0 would call
+    nearly every pair *same*), a Koch logit above 0."""
+    if config.head == "contrastive":
+        return config.margin / 2, True
+    if config.head == "cosine":
+        return (1 + config.margin) / 2, False
+    return 0.0, False
+
+
 def batch_accuracy(config: SiameseConfig, output: np.ndarray, target: np.ndarray) -> float:
-    """Same/different decided by the head's natural threshold: distance < margin / 2,
-    cosine > 0, Koch logit > 0; against the labels 1 = same."""
+    """Same/different decided by :func:`same_threshold`, against the labels 1 = same."""
     output = np.asarray(output)
-    same = output < config.margin / 2 if config.head == "contrastive" else output > 0
+    t, below = same_threshold(config)
+    same = output < t if below else output > t
     return float(np.mean(same == (np.asarray(target) > 0)))
 
 
@@ -283,7 +297,7 @@ SPEC = registry.register_model(registry.ModelSpec(
         "default": None, "type": float,
         "help": "siamese: the margin of the contrastive loss (a distance; default 1) or of "
                 "the cosine-embedding loss (a cosine; default 0, torch's and the seed "
-                "document's). The conv embeddings are non-negative (they end on a ReLU), so "
+                "document's). conv4's embeddings are non-negative (they end on a ReLU), so "
                 "at 0 a different pair is only free of loss when the two share no feature"})),
     parity_cases=_parity_cases,
     workloads=_workloads,

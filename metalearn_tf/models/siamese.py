@@ -94,8 +94,8 @@ class SiameseNetwork(TaskMixin, keras.Model):
 
     def batch_accuracy(self, output: Any, target: Any) -> Any:
         """Keras mirror of :func:`metalearn_shared.models.siamese.batch_accuracy`."""
-        c = self.config
-        same = output < c.margin / 2 if c.head == "contrastive" else output > 0
+        t, below = spec.same_threshold(self.config)
+        same = output < t if below else output > t
         return ops.mean(ops.cast(ops.equal(same, target > 0), "float32"))
 
     def one_shot_scores(self, train_x: Any, test_x: Any) -> Any:

@@ -87,8 +87,8 @@ class SiameseNetwork(TaskMixin, nn.Module):
 
     def batch_accuracy(self, output: Tensor, target: Tensor) -> Tensor:
         """On-device mirror of :func:`metalearn_shared.models.siamese.batch_accuracy`."""
-        c = self.config
-        same = output < c.margin / 2 if c.head == "contrastive" else output > 0
+        t, below = spec.same_threshold(self.config)
+        same = output < t if below else output > t
         return (same == (target > 0)).float().mean()
 
     def one_shot_scores(self, train_x: Tensor, test_x: Tensor) -> Tensor:
