@@ -179,10 +179,10 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
                         "implementation's (rotation ±30°, shift ≤ 10/105 of the side). "
                         "Held-out episodes are never distorted")
     p.add_argument("--episode-classes", default="random", choices=EPISODE_CLASSES,
-                   help="few-shot models: how a training episode draws its classes. random = "
-                        "any classes of the training alphabets; within-alphabet = all from one "
-                        "alphabet, as in Lake's one-shot trials (the held-out evaluation is "
-                        "unchanged)")
+                   help="few-shot and pair models: how a training episode (a different "
+                        "pair) draws its classes. random = any classes of the training "
+                        "alphabets; within-alphabet = all from one alphabet, as in Lake's "
+                        "one-shot trials (the held-out evaluation is unchanged)")
     p.add_argument("--out", default="runs/latest", help="run folder: log.csv, checkpoints, curves.png")
     p.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
     p.add_argument("--checkpoint-every", type=count(0), default=500,

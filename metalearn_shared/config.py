@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 from metalearn_shared.augment import augment_spec
 from metalearn_shared.optimizers import optimizer_entry
 
-#: How few-shot training episodes draw their classes (``TrainConfig.episode_classes``).
+#: How few-shot training episodes and different pairs draw their classes
+#: (``TrainConfig.episode_classes``).
 EPISODE_CLASSES = ("random", "within-alphabet")
 
 __all__ = [
@@ -154,10 +155,12 @@ class TrainConfig(ConfigMixin):
         checkpoint_every: checkpoint interval in steps (0 = only at the end).
         augment: a name of :data:`metalearn_shared.augment.AUGMENTS`: per-image affine
             distortion of the training episodes (``"none"``, ``"koch"``, ``"santoro"``).
-        episode_classes: how few-shot training episodes draw their classes, one of
-            :data:`EPISODE_CLASSES`: ``"random"`` (any classes of the training set) or
-            ``"within-alphabet"`` (all classes of an episode from one alphabet, as in Lake's
-            trials: :class:`~metalearn_shared.episodes.WithinAlphabetSampler`).
+        episode_classes: how few-shot training episodes (and the different pairs of a pair
+            model) draw their classes, one of :data:`EPISODE_CLASSES`: ``"random"`` (any
+            classes of the training set) or ``"within-alphabet"`` (all classes of an episode,
+            or both of a different pair, from one alphabet, as in Lake's trials:
+            :class:`~metalearn_shared.episodes.WithinAlphabetSampler`,
+            :class:`~metalearn_shared.episodes.PairSampler`).
     """
 
     steps: int = 1000

@@ -351,9 +351,14 @@ class PairSampler(_Sampler):
         seed: non-negative integer; pair batch ``i`` depends only on ``(seed, i)``.
         augment: ``True`` for :class:`KochAffine` defaults, or a :class:`KochAffine`; one
             independent distortion per image, drawn from the batch's generator.
+        within_alphabet: the two classes of every different pair come from one alphabet
+            (drawn uniformly among those with 2 or more classes): the hard negatives of
+            Lake's within-alphabet trials (``metalearn train --episode-classes
+            within-alphabet``).
 
     Raises:
-        ValueError: non-positive batch, fewer than 2 classes, or a class with 1 instance.
+        ValueError: non-positive batch, fewer than 2 classes, a class with 1 instance, or
+            (``within_alphabet``) no alphabet with 2 classes.
     """
 
     def __init__(
@@ -362,6 +367,7 @@ class PairSampler(_Sampler):
         batch: int,
         seed: int = 0,
         augment: bool | KochAffine | None = False,
+        within_alphabet: bool = False,
     ) -> None:
         owner = type(self).__name__
         self.dataset = dataset
@@ -379,6 +385,29 @@ class PairSampler(_Sampler):
             adjustable=False,
         )
         self._pool = _Pool.of(dataset)
+        self._alphabets: list[np.ndarray] | None = None
+        if within_alphabet:
+            members: dict[str, list[int]] = {}
+            for c, info in enumerate(dataset.classes):
+                members.setdefault(info.alphabet, []).append(c)
+            self._alphabets = [np.asarray(m, np.int64) for m in members.values() if len(m) >= 2]
+            if not self._alphabets:
+                raise ValueError(f"{owner}: within-alphabet negatives need an alphabet with 2 "
+                                 f"classes; '{dataset.name}' has none. Drop --episode-classes "
+                                 "within-alphabet.")
+
+    def _different(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` different pairs' dataset indices ``(n, 2)``."""
+        if self._alphabets is None:
+            return _choose(rng, self._pool, n, 2, 1)[1].reshape(n, 2)
+        groups = self._alphabets
+        sizes = np.array([g.size for g in groups])
+        which = (rng.random(n) * len(groups)).astype(np.int64)  # (n,) an alphabet per pair
+        local = _distinct(rng, sizes[which], 2, int(sizes.min()), int(sizes.max()))  # (n, 2)
+        classes = np.stack([groups[a][j] for a, j in zip(which, local, strict=True)]).reshape(-1)
+        pos = _distinct(rng, self._pool.counts[classes], 1, self._pool.smallest,
+                        self._pool.largest)  # (2n, 1)
+        return self._pool.by_class[classes, pos[:, 0]].reshape(n, 2)
 
     def episode(self, i: int) -> PairBatch:
         """Pair batch ``i``: ``x1, x2 (B, H, W)``, ``y (B,)`` with 1 = same."""
@@ -397,9 +426,9 @@ class PairSampler(_Sampler):
         params = np.empty((size, 2, pairs, 7), dtype=np.float32) if self.augment else None
         for e, rng in enumerate(rngs):
             _, same = _choose(rng, self._pool, n_same, 1, 2)  # (S, 1, 2)
-            _, diff = _choose(rng, self._pool, n_diff, 2, 1)  # (D, 2, 1)
+            diff = self._different(rng, n_diff)  # (D, 2)
             order = np.argsort(rng.random(pairs))  # (B,) shuffles same and different
-            index[e] = np.concatenate([same.reshape(n_same, 2), diff.reshape(n_diff, 2)])[order]
+            index[e] = np.concatenate([same.reshape(n_same, 2), diff])[order]
             y[e] = order < n_same
             if params is not None:
                 params[e] = _koch_params(rng, self.augment, (2, pairs), self.dataset.image_shape)

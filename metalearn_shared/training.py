@@ -190,10 +190,11 @@ def setup_from_args(args: Any) -> TrainSetup:
         augment=getattr(args, "augment", None) or "none",
         episode_classes=getattr(args, "episode_classes", None) or "random",
     )
-    if train.episode_classes != "random" and spec.family != "fewshot":
-        raise ValueError(f"--episode-classes {train.episode_classes} draws few-shot episodes; "
-                         f"{args.model} trains on {spec.family}. Drop --episode-classes, or "
-                         "train a few-shot model.")
+    if train.episode_classes != "random" and spec.family not in ("fewshot", "pairs"):
+        raise ValueError(f"--episode-classes {train.episode_classes} draws the classes of "
+                         f"few-shot episodes or of different pairs; {args.model} trains on "
+                         f"{spec.family}. Drop --episode-classes, or train a few-shot or pair "
+                         "model.")
     holdout = getattr(args, "holdout", None) or "auto"
     if getattr(args, "eval_episodes", 0) and parse_holdout(holdout).kind == "none":
         raise ValueError("--eval-episodes evaluates on held-out alphabets, but --holdout none "
@@ -213,7 +214,8 @@ def train_sampler(setup: TrainSetup) -> (PairSampler | FewShotSampler | WithinAl
     seed = setup.train.seed
     augment = augment_spec(setup.train.augment)  # None: no distortion
     if setup.family == "pairs":
-        return PairSampler(setup.train_data, setup.train.batch, seed=seed, augment=augment)
+        return PairSampler(setup.train_data, setup.train.batch, seed=seed, augment=augment,
+                           within_alphabet=setup.train.episode_classes == "within-alphabet")
     if setup.family == "fewshot" and setup.train.episode_classes == "within-alphabet":
         return WithinAlphabetSampler(setup.train_data, setup.ways, setup.shots, setup.queries,
                                      seed=seed, augment=augment)

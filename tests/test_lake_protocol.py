@@ -236,10 +236,41 @@ def test_within_alphabet_training_episodes_are_for_few_shot_models(capsys):
 
     code = main(["train", "--model", "lstm", "--episode-classes", "within-alphabet", "--steps", "1"])
     assert code != 0
-    assert "--episode-classes within-alphabet draws few-shot episodes; lstm trains on" in \
-        capsys.readouterr().err
+    assert ("--episode-classes within-alphabet draws the classes of few-shot episodes or of "
+            "different pairs; lstm trains on") in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown --episode-classes 'lake'.*within-alphabet"):
         TrainConfig(episode_classes="lake")
+
+
+def test_within_alphabet_negatives_for_pair_models(glyphs):
+    """PairSampler(within_alphabet=True): every different pair's two classes are distinct
+    and of one alphabet (the default's cross alphabets), and the draw is seeded;
+    ``--episode-classes within-alphabet`` gives a Siamese network that sampler."""
+    from metalearn.cli import build_parser
+    from metalearn_shared import training as T
+    from metalearn_shared.episodes import PairSampler
+
+    hard, plain = (PairSampler(glyphs, 16, seed=3, within_alphabet=w) for w in (True, False))
+    alphabet = np.array([c.alphabet for c in glyphs.classes])
+    crossed = 0
+    for i in range(8):
+        h, p = hard.episode(i), plain.episode(i)
+        c1, c2 = glyphs.labels[h.index1], glyphs.labels[h.index2]
+        diff = h.y == 0
+        assert np.all(c1[diff] != c2[diff]) and np.all(alphabet[c1[diff]] == alphabet[c2[diff]])
+        assert np.all(c1[~diff] == c2[~diff])
+        assert diff.sum() == 8  # balanced, as the default
+        q1, q2 = glyphs.labels[p.index1], glyphs.labels[p.index2]
+        crossed += int(np.sum(alphabet[q1[diff]] != alphabet[q2[diff]]))
+    assert crossed > 0  # the default's negatives do cross alphabets: the check can fail
+    np.testing.assert_array_equal(hard.episode(5).index2,
+                                  PairSampler(glyphs, 16, seed=3, within_alphabet=True).episode(5).index2)
+    setup = T.setup_from_args(build_parser().parse_args(
+        ["train", "--model", "siamese", "--episode-classes", "within-alphabet", "--steps", "1"]))
+    assert T.train_sampler(setup)._alphabets is not None
+    one = make_glyphs(num_classes=20, instances=3, size=12, seed=0, classes_per_alphabet=1)
+    with pytest.raises(ValueError, match="within-alphabet negatives need an alphabet with 2"):
+        PairSampler(one, 4, within_alphabet=True)
 
 
 @pytest.mark.parametrize("fw", ["torch", "tf"])
