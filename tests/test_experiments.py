@@ -132,3 +132,25 @@ def test_lake_cv_override_replaces_and_drops_recipe_options():
     assert script._override(recipe, ["--no-rotations"]) == ["--model", "protonet", "--steps", "2500"]
     with pytest.raises(SystemExit, match="has no such flag"):
         script._override(recipe, ["--no-compile"])
+
+
+def test_siamese_probe_reports_the_embeddings_of_held_out_trials(tmp_path):
+    pytest.importorskip("torch")
+    from metalearn.cli import main as cli
+
+    script = _script("siamese_probe")
+    run = tmp_path / "cos"
+    assert cli(["train", "--model", "siamese", "--head", "cosine", "--steps", "1", "--batch", "4",
+                "--out", str(run)]) == 0
+    out = tmp_path / "probe.json"
+    assert script.main([str(run / "checkpoint.safetensors"), "--trials", "2", "--ways", "3",
+                        "--out", str(out)]) == 0
+    (r,) = json.loads(out.read_text())
+    assert r["head"] == "cosine" and r["margin"] == 0.0 and r["trials"] == 2
+    assert 0 <= r["zero_embedding_share"] <= r["zero_feature_share"] <= 1
+    assert -1 <= r["cosine_different"]["mean"] <= 1 and r["cosine_same"]["sd"] >= 0
+    proto = tmp_path / "proto"
+    assert cli(["train", "--model", "protonet", "--steps", "1", "--ways", "3", "--queries", "1",
+                "--out", str(proto)]) == 0
+    with pytest.raises(SystemExit, match="reads Siamese networks"):
+        script.main([str(proto / "checkpoint.safetensors"), "--out", str(out)])
