@@ -364,6 +364,7 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
         if views == 1:
             return f
         return TestTimeAugmentation(f, views, augment_spec(args.tta_augment), setup.train.seed).fns()
+
     fns = augmented(fns)
     combined: Ensemble | None = None
     if members:
