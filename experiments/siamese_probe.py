@@ -48,7 +48,7 @@ def probe(checkpoint: str, trials: int, ways: int) -> dict[str, Any]:
     resolve_eval_data(args, recorded_data(meta, checkpoint))
     args.model, args.steps, args.size = "siamese", 0, model.config.backbone.image_size
     setup = T.setup_from_args(args)
-    sampler = WithinAlphabetSampler(setup.test_data, ways, 1, 1, seed=setup.train.seed + 1_000_003)
+    sampler = WithinAlphabetSampler(setup.test_data, ways, 1, 1, seed=setup.train.seed + T.EVAL_SEED_OFFSET)
     zero_features, zero_vectors, same, different = [], [], [], []
     with torch.no_grad():
         for i in range(trials):

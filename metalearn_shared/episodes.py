@@ -385,26 +385,30 @@ class PairSampler(_Sampler):
             adjustable=False,
         )
         self._pool = _Pool.of(dataset)
-        self._alphabets: list[np.ndarray] | None = None
+        # within_alphabet: the classes of the alphabets with 2 or more, alphabet by alphabet,
+        # and each alphabet's start and size in that array
+        self._alphabets: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if within_alphabet:
             members: dict[str, list[int]] = {}
             for c, info in enumerate(dataset.classes):
                 members.setdefault(info.alphabet, []).append(c)
-            self._alphabets = [np.asarray(m, np.int64) for m in members.values() if len(m) >= 2]
-            if not self._alphabets:
+            groups = [m for m in members.values() if len(m) >= 2]
+            if not groups:
                 raise ValueError(f"{owner}: within-alphabet negatives need an alphabet with 2 "
                                  f"classes; '{dataset.name}' has none. Drop --episode-classes "
                                  "within-alphabet.")
+            sizes = np.array([len(g) for g in groups], np.int64)
+            self._alphabets = (np.concatenate(groups).astype(np.int64),
+                               np.cumsum(sizes) - sizes, sizes)
 
     def _different(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` different pairs' dataset indices ``(n, 2)``."""
         if self._alphabets is None:
             return _choose(rng, self._pool, n, 2, 1)[1].reshape(n, 2)
-        groups = self._alphabets
-        sizes = np.array([g.size for g in groups])
-        which = (rng.random(n) * len(groups)).astype(np.int64)  # (n,) an alphabet per pair
+        flat, start, sizes = self._alphabets
+        which = (rng.random(n) * sizes.size).astype(np.int64)  # (n,) an alphabet per pair
         local = _distinct(rng, sizes[which], 2, int(sizes.min()), int(sizes.max()))  # (n, 2)
-        classes = np.stack([groups[a][j] for a, j in zip(which, local, strict=True)]).reshape(-1)
+        classes = flat[start[which, None] + local].reshape(-1)  # (2n,)
         pos = _distinct(rng, self._pool.counts[classes], 1, self._pool.smallest,
                         self._pool.largest)  # (2n, 1)
         return self._pool.by_class[classes, pos[:, 0]].reshape(n, 2)

@@ -63,7 +63,27 @@ def _needs_class_scores(fns: list[ModelFns], what: str) -> None:
                          "a sequence model (MANN, LSTM) has no class scores.")
 
 
-class TestTimeAugmentation:
+class _MeanProbabilities:
+    """A model whose class probabilities are the mean of several score tables' softmaxes
+    (:meth:`_scores` yields them: an ensemble's members, or augmented views of an episode);
+    its class scores are the log of that mean, so such models nest (an ensemble of
+    test-time-augmented members), and it predicts their argmax."""
+
+    def _scores(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> Any:
+        raise NotImplementedError
+
+    def class_scores(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> np.ndarray:
+        """``log`` of the mean class probabilities ``(Q, ways)``."""
+        return np.log(np.mean([_probabilities(s) for s in self._scores(sx, sy, qx, ways)], axis=0))
+
+    def predict(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
+        return np.argmax(self.class_scores(sx, sy, qx, int(np.max(sy)) + 1), axis=1)
+
+    def fns(self) -> ModelFns:
+        return ModelFns(predict=self.predict, class_scores=self.class_scores)
+
+
+class TestTimeAugmentation(_MeanProbabilities):
     """A model whose class probabilities are the mean over ``views`` versions of each
     episode: the episode itself, and ``views - 1`` copies in which every support and query
     image is distorted by its own draw from ``spec`` (:mod:`metalearn_shared.augment`).
@@ -86,26 +106,18 @@ class TestTimeAugmentation:
         self.inner, self.views, self.spec, self.seed = fns, views, spec, seed
         self._episodes = 0
 
-    def class_scores(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> np.ndarray:
-        """``log`` of the views' mean class probabilities ``(Q, ways)``."""
+    def _scores(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> Any:
         rng = np.random.default_rng((self.seed, self._episodes))
         self._episodes += 1
-        probs = _probabilities(self.inner.class_scores(sx, sy, qx, ways))
+        yield self.inner.class_scores(sx, sy, qx, ways)
         images = np.concatenate([sx, qx])
         for _ in range(1, self.views):
             params = _koch_params(rng, self.spec, (len(images),), images.shape[-2:])
             view = _affine_warp(images, params)
-            probs += _probabilities(self.inner.class_scores(view[:len(sx)], sy, view[len(sx):], ways))
-        return np.log(probs / self.views)
-
-    def predict(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
-        return np.argmax(self.class_scores(sx, sy, qx, int(np.max(sy)) + 1), axis=1)
-
-    def fns(self) -> ModelFns:
-        return ModelFns(predict=self.predict, class_scores=self.class_scores)
+            yield self.inner.class_scores(view[:len(sx)], sy, view[len(sx):], ways)
 
 
-class Ensemble:
+class Ensemble(_MeanProbabilities):
     """A model whose class probabilities are the mean of ``members``' (each the softmax of
     its ``class_scores``); it predicts their argmax. Members of either framework, and of
     different metric models, combine: only their numpy scores meet here.
@@ -120,17 +132,11 @@ class Ensemble:
         self.members = members
         self._predicted: list[list[np.ndarray]] = [[] for _ in members]
 
-    def predict(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
-        ways = int(np.max(sy)) + 1
-        probs = 0.0
+    def _scores(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> Any:
         for m, kept in zip(self.members, self._predicted, strict=True):
             scores = np.asarray(m.class_scores(sx, sy, qx, ways), np.float64)
             kept.append(np.argmax(scores, axis=1))
-            probs = probs + _probabilities(scores)
-        return np.argmax(probs, axis=1)
-
-    def fns(self) -> ModelFns:
-        return ModelFns(predict=self.predict)
+            yield scores
 
     def member(self, i: int) -> ModelFns:
         """Member ``i``'s predictions of the ensemble's run so far, in order: evaluating

@@ -34,6 +34,7 @@ from metalearn_shared.episodes import (
 from metalearn_shared.metrics import AccuracyCI, accuracy_ci, per_instance_accuracy
 
 __all__ = [
+    "EVAL_SEED_OFFSET",
     "LOG_COLUMNS",
     "RunFiles",
     "TrainSetup",
@@ -58,6 +59,10 @@ __all__ = [
     "plot_per_instance",
     "write_json",
 ]
+
+#: Held-out evaluation episodes are drawn from ``seed + EVAL_SEED_OFFSET``, so they never
+#: coincide with the training stream of the same seed.
+EVAL_SEED_OFFSET = 1_000_003
 
 #: Columns of ``log.csv``, identical in both frameworks.
 LOG_COLUMNS = ("step", "loss", "accuracy", "seconds", "framework")
@@ -421,10 +426,10 @@ def evaluate_fewshot(predict: PredictFn, data: ImageDataset, ways: int, shots: i
 
     Args:
         predict: ``(support_x, support_y, query_x) -> predicted labels (Q,)``.
-        seed: evaluation episodes use ``seed + 1_000_003`` so they never coincide with the
-            training stream of the same seed.
+        seed: evaluation episodes use ``seed + EVAL_SEED_OFFSET`` (never the training
+            stream of the same seed).
     """
-    sampler = FewShotSampler(data, ways, shots, queries, seed=seed + 1_000_003)
+    sampler = FewShotSampler(data, ways, shots, queries, seed=seed + EVAL_SEED_OFFSET)
     acc, _ = _episode_accuracies(predict, sampler, episodes, f"eval {ways}-way {shots}-shot",
                                  progress)
     return accuracy_ci(acc)
@@ -441,7 +446,7 @@ def evaluate_within_alphabet(predict: PredictFn, data: ImageDataset, trials: int
         {alphabet: {"trials", "accuracy"}}, "skipped_alphabets": {alphabet: characters}}``;
         the CI is over trials (each trial's accuracy on its ``ways`` test images).
     """
-    sampler = WithinAlphabetSampler(data, ways, 1, 1, seed=seed + 1_000_003)
+    sampler = WithinAlphabetSampler(data, ways, 1, 1, seed=seed + EVAL_SEED_OFFSET)
     acc, classes = _episode_accuracies(predict, sampler, trials,
                                        f"eval within-alphabet {ways}-way", progress)
     which = np.array([data.classes[c].alphabet for c in classes[:, 0]])  # one per trial
@@ -466,7 +471,7 @@ def evaluate_sequences(logits_fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
     Returns:
         ``({k: AccuracyCI}, overall AccuracyCI)``.
     """
-    sampler = SequenceSampler(data, ways, samples_per_class, seed=seed + 1_000_003)
+    sampler = SequenceSampler(data, ways, samples_per_class, seed=seed + EVAL_SEED_OFFSET)
     correct, instance = [], []
     for start in range(0, episodes, batch):
         b = sampler.batch(start, min(batch, episodes - start))

@@ -66,6 +66,7 @@ __all__ = [
     "predict_from_scores",
     "inputs_and_target",
     "same_threshold",
+    "judged_same",
 ]
 
 
@@ -246,11 +247,17 @@ def same_threshold(config: SiameseConfig) -> tuple[float, bool]:
     return 0.0, False
 
 
-def batch_accuracy(config: SiameseConfig, output: np.ndarray, target: np.ndarray) -> float:
-    """Same/different decided by :func:`same_threshold`, against the labels 1 = same."""
-    output = np.asarray(output)
+def judged_same(config: SiameseConfig, output: Any) -> Any:
+    """Which pairs the head's output calls *same* (:func:`same_threshold`): a boolean array
+    of numpy's, torch's or Keras' kind, whichever ``output`` is (only ``<`` and ``>`` are
+    used), so that both frameworks' training logs read this one rule."""
     t, below = same_threshold(config)
-    same = output < t if below else output > t
+    return output < t if below else output > t
+
+
+def batch_accuracy(config: SiameseConfig, output: np.ndarray, target: np.ndarray) -> float:
+    """Same/different decided by :func:`judged_same`, against the labels 1 = same."""
+    same = judged_same(config, np.asarray(output))
     return float(np.mean(same == (np.asarray(target) > 0)))
 
 

@@ -94,8 +94,7 @@ class SiameseNetwork(TaskMixin, keras.Model):
 
     def batch_accuracy(self, output: Any, target: Any) -> Any:
         """Keras mirror of :func:`metalearn_shared.models.siamese.batch_accuracy`."""
-        t, below = spec.same_threshold(self.config)
-        same = output < t if below else output > t
+        same = spec.judged_same(self.config, output)
         return ops.mean(ops.cast(ops.equal(same, target > 0), "float32"))
 
     def one_shot_scores(self, train_x: Any, test_x: Any) -> Any:

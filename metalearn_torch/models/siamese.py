@@ -87,8 +87,7 @@ class SiameseNetwork(TaskMixin, nn.Module):
 
     def batch_accuracy(self, output: Tensor, target: Tensor) -> Tensor:
         """On-device mirror of :func:`metalearn_shared.models.siamese.batch_accuracy`."""
-        t, below = spec.same_threshold(self.config)
-        same = output < t if below else output > t
+        same = spec.judged_same(self.config, output)
         return (same == (target > 0)).float().mean()
 
     def one_shot_scores(self, train_x: Tensor, test_x: Tensor) -> Tensor:
