@@ -135,6 +135,10 @@ def _add_common_model_args(p: argparse.ArgumentParser, from_checkpoint: bool = F
                         + ", ".join(f"{s.name} {s.defaults.image_size}" for s in models.specs()) + ")")
     p.add_argument("--rotations", action="store_true", default=None if from_checkpoint else False,
                    help="rotations by 90/180/270 degrees as extra training classes" + ckpt)
+    p.add_argument("--reflections", action="store_true",
+                   default=None if from_checkpoint else False,
+                   help="the mirror image of every training class as an extra class (with "
+                        "--rotations: all 8 symmetries of the square)" + ckpt)
     p.add_argument("--seed", type=int, default=None if from_checkpoint else 0,
                    help="weights, alphabet split and episodes" + ckpt)
     p.add_argument("--holdout", type=_holdout, default=None if from_checkpoint else "auto",

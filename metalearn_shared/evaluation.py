@@ -239,7 +239,7 @@ def lake_runs(fns: ModelFns, root: str | Path, size: int) -> dict[str, Any]:
 #: and the defaults for a checkpoint that records nothing (written before metalearn 0.x
 #: recorded its data, or converted from elsewhere).
 _DATA_KEYS = {"dataset": "glyphs", "data_dir": None, "seed": 0, "rotations": False,
-              "holdout": "auto"}
+              "reflections": False, "holdout": "auto"}
 
 
 def recorded_data(meta: dict[str, Any], checkpoint: str | Path) -> dict[str, Any] | None:
@@ -264,7 +264,7 @@ def _same(key: str, a: Any, b: Any) -> bool:
 
 
 def resolve_eval_data(args: Any, recorded: dict[str, Any] | None) -> list[str]:
-    """Fill ``args.dataset/data_dir/seed/rotations`` the user left unset (None) from the
+    """Fill ``args.dataset/data_dir/seed/rotations/reflections`` the user left unset (None) from the
     checkpoint's record; return warnings for values the user set that differ from it."""
     warnings = []
     for key, default in _DATA_KEYS.items():

@@ -141,16 +141,17 @@ class TrainSetup:
 
 
 def load_splits(dataset: str, data_dir: str | None, size: int, rotations: bool,
-                seed: int, num_classes: int | None = None,
-                holdout: str = "auto") -> tuple[ImageDataset, ImageDataset]:
+                seed: int, num_classes: int | None = None, holdout: str = "auto",
+                reflections: bool = False) -> tuple[ImageDataset, ImageDataset]:
     """Alphabet-disjoint train / test datasets.
 
     ``holdout`` chooses the held-out alphabets (:func:`metalearn_shared.data.holdout_split`):
     by default (``auto``) the official background / evaluation split of Omniglot when both
     are present, else a seeded 75/25 alphabet split (small1 + small2: 6 / 2 of the 8
     alphabets; glyphs: of its synthetic alphabets); ``fold:I/K`` for alphabet
-    cross-validation; ``none`` to train on every alphabet. Rotations by 90/180/270 become
-    new classes of the *training* split only (test classes stay as drawn).
+    cross-validation; ``none`` to train on every alphabet. Rotations by 90/180/270 and
+    (``reflections``) the mirror image of every training class become new classes of the
+    *training* split only (test classes stay as drawn).
     """
     from metalearn_shared import data
 
@@ -161,16 +162,19 @@ def load_splits(dataset: str, data_dir: str | None, size: int, rotations: bool,
     train, test = data.holdout_split(ds, holdout, seed=seed)
     if rotations:
         train = data.add_rotations(train)
+    if reflections:
+        train = data.add_reflections(train)
     return train, test
 
 
 def data_record(dataset: str, data_dir: str | None, seed: int, size: int, rotations: bool,
-                holdout: str = "auto") -> dict[str, Any]:
+                holdout: str = "auto", reflections: bool = False) -> dict[str, Any]:
     """What the data of a run was (:attr:`TrainSetup.data`), as written to ``run.json`` and
     the checkpoints, so that ``metalearn eval`` rebuilds the same held-out split."""
     return {"dataset": dataset,
             "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
-            "seed": seed, "size": size, "rotations": bool(rotations), "holdout": holdout}
+            "seed": seed, "size": size, "rotations": bool(rotations),
+            "reflections": bool(reflections), "holdout": holdout}
 
 
 def setup_from_args(args: Any) -> TrainSetup:
@@ -205,10 +209,12 @@ def setup_from_args(args: Any) -> TrainSetup:
         raise ValueError("--eval-episodes evaluates on held-out alphabets, but --holdout none "
                          "holds none out; drop --eval-episodes and evaluate the checkpoint "
                          "externally (metalearn eval --lake-runs DIR), or hold alphabets out.")
+    reflections = bool(getattr(args, "reflections", False))
     train_ds, test_ds = load_splits(args.dataset, args.data_dir, size, args.rotations, args.seed,
-                                    holdout=holdout)
+                                    holdout=holdout, reflections=reflections)
     out = getattr(args, "out", None) or "runs/latest"
-    data = data_record(args.dataset, args.data_dir, args.seed, size, args.rotations, holdout)
+    data = data_record(args.dataset, args.data_dir, args.seed, size, args.rotations, holdout,
+                       reflections)
     return TrainSetup(config, train, spec.family, train_ds, test_ds, args.ways, args.shots,
                       args.queries, args.samples_per_class, RunFiles(Path(out)), data)
 

@@ -59,6 +59,27 @@ def test_siamese_contrastive_with_rotations(fw, tmp_path):
     described = _run_json(out)
     assert described["model"]["head"] == "contrastive" and described["data"]["rotations"]
     assert described["train_classes"] == 4 * 300  # 75% of 400 glyph classes, ×4 rotations
+    assert described["data"]["reflections"] is False
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_reflections_are_recorded_and_eval_keeps_the_held_out_split(fw, tmp_path, capsys):
+    """--reflections doubles the training classes, is written to run.json and the
+    checkpoint, and eval takes it from there (test classes stay as drawn)."""
+    _needs(fw)
+    out = tmp_path / "run"
+    assert main(["train", "--framework", fw, "--model", "protonet", "--rotations",
+                 "--reflections", "--ways", "3", "--queries", "2", "--steps", "1",
+                 "--out", str(out)]) == 0
+    described = _run_json(out)
+    assert described["data"]["reflections"] is True
+    assert (described["train_classes"], described["test_classes"]) == (8 * 300, 100)
+    assert load_canonical(out / "checkpoint.safetensors")[1]["data"]["reflections"] is True
+    assert main(["eval", "--framework", fw, str(out / "checkpoint.safetensors"),
+                 "--episodes", "2", "--out", str(tmp_path / "ev")]) == 0
+    assert "was trained with" not in capsys.readouterr().err
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert report["data"]["reflections"] is True
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)

@@ -10,6 +10,7 @@ import pytest
 
 from metalearn_shared.data import cache
 from metalearn_shared.data.dataset import ClassInfo, ImageDataset
+from metalearn_shared.data.preprocess import add_reflections
 
 
 def _tiny_dataset() -> ImageDataset:
@@ -105,6 +106,10 @@ def test_dataset_cache_roundtrip(tmp_path):
     np.testing.assert_array_equal(back.images, ds.images)
     np.testing.assert_array_equal(back.labels, ds.labels)
     assert back.classes == ds.classes and back.name == "tiny"
+    mirrored = add_reflections(ds)  # the mirrored flag survives the cache too
+    cache.save_cached_dataset(mirrored, path)
+    back = cache.load_cached_dataset(path)
+    assert back is not None and back.classes == mirrored.classes
 
 
 def test_corrupt_cache_is_ignored_with_a_warning(tmp_path):

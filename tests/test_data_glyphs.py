@@ -1,4 +1,5 @@
-"""The procedural glyphs dataset, rotations, alphabet splits, info and the preview PNG."""
+"""The procedural glyphs dataset, rotations, reflections, alphabet splits, info and the
+preview PNG."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from metalearn_shared.data import (
+    add_reflections,
     add_rotations,
     info,
     load_dataset,
@@ -101,6 +103,33 @@ def test_rotations_are_new_classes(glyphs):
         )
     with pytest.raises(ValueError, match="already has rotated"):
         add_rotations(rotated)
+
+
+def test_reflections_mirror_every_class_rotated_ones_too(glyphs):
+    both = add_reflections(add_rotations(glyphs))
+    n = glyphs.num_classes
+    assert both.num_classes == 8 * n
+    cls = 7
+    for k in range(4):
+        mirrored = cls + k * n + 4 * n
+        info_ = both.classes[mirrored]
+        assert (info_.alphabet, info_.character, info_.rotation, info_.mirrored) == (
+            glyphs.classes[cls].alphabet, glyphs.classes[cls].character, 90 * k, True)
+        np.testing.assert_array_equal(  # the mirror of the rotated class, left to right
+            both.images[both.labels == mirrored],
+            np.rot90(glyphs.images[glyphs.labels == cls], k, axes=(1, 2))[:, :, ::-1])
+    assert len({c.key for c in both.classes}) == 8 * n  # every class has its own id
+    assert both.classes[cls + 4 * n].key.endswith("@mirror")
+    assert both.classes[cls + 5 * n].key.endswith("@90+mirror")
+    assert "mirrored classes: 240" in info(both)  # 60 characters × 4 rotations
+    assert info(both).splitlines()[-1] == info(glyphs).splitlines()[-1]  # characters counted once
+    from metalearn_shared.data.omniglot import merge_datasets
+
+    assert merge_datasets([glyphs, add_reflections(glyphs)], "m").num_classes == 2 * n
+    with pytest.raises(ValueError, match="already has mirrored classes; add reflections once"):
+        add_reflections(both)
+    with pytest.raises(ValueError, match="add rotations first, then reflections"):
+        add_rotations(add_reflections(glyphs))
 
 
 def test_alphabet_split_disjoint_and_seeded():

@@ -40,7 +40,13 @@ from metalearn_shared.data.omniglot_files import (
     find_official,
     verify_file,
 )
-from metalearn_shared.data.preprocess import DataError, add_rotations, invert_bool, invert_uint8
+from metalearn_shared.data.preprocess import (
+    DataError,
+    add_reflections,
+    add_rotations,
+    invert_bool,
+    invert_uint8,
+)
 from metalearn_shared.data.resize import resize_batch
 from metalearn_shared.data.splits import (
     HOLDOUT_HELP,
@@ -63,6 +69,7 @@ __all__ = [
     "ImageDataset",
     "OneShotRun",
     "RunsResult",
+    "add_reflections",
     "add_rotations",
     "alphabet_folds",
     "atomic_path",
@@ -164,7 +171,7 @@ def info(dataset: ImageDataset) -> str:
     rotations = sorted({c.rotation for c in dataset.classes})
     per_alphabet: dict[str, int] = {}
     for c in dataset.classes:
-        if c.rotation == 0:
+        if c.rotation == 0 and not c.mirrored:
             per_alphabet[c.alphabet] = per_alphabet.get(c.alphabet, 0) + 1
     height, width = dataset.image_shape
     lines = [
@@ -173,6 +180,7 @@ def info(dataset: ImageDataset) -> str:
         f"instances per class: min {counts.min() if counts.size else 0}, "
         f"max {counts.max() if counts.size else 0}, mean {counts.mean() if counts.size else 0:.1f}",
         f"rotations: {', '.join(f'{r}°' for r in rotations)}",
+        f"mirrored classes: {sum(c.mirrored for c in dataset.classes)}",
         f"ink: mean pixel {dataset.images.mean():.1f} / 255",
         "characters per alphabet: "
         + ", ".join(f"{a} ({n})" for a, n in per_alphabet.items()),

@@ -178,6 +178,7 @@ def save_cached_dataset(dataset: ImageDataset, path: str | os.PathLike[str]) -> 
         "alphabets": np.array([c.alphabet for c in dataset.classes], dtype=np.str_),
         "characters": np.array([c.character for c in dataset.classes], dtype=np.str_),
         "rotations": np.array([c.rotation for c in dataset.classes], dtype=np.int64),
+        "mirrored": np.array([c.mirrored for c in dataset.classes], dtype=np.bool_),
         "name": np.array(dataset.name),
         "format": np.array(CACHE_FORMAT),
     }
@@ -199,9 +200,12 @@ def load_cached_dataset(path: str | os.PathLike[str]) -> ImageDataset | None:
         with np.load(path, allow_pickle=False) as z:
             if int(z["format"]) != CACHE_FORMAT:
                 return None
+            mirrored = (z["mirrored"] if "mirrored" in z.files  # absent before reflections
+                        else np.zeros(len(z["alphabets"]), np.bool_))
             classes = tuple(
-                ClassInfo(str(a), str(c), int(r))
-                for a, c, r in zip(z["alphabets"], z["characters"], z["rotations"], strict=True)
+                ClassInfo(str(a), str(c), int(r), bool(m))
+                for a, c, r, m in zip(z["alphabets"], z["characters"], z["rotations"], mirrored,
+                                      strict=True)
             )
             return ImageDataset(z["images"], z["labels"], classes, str(z["name"]))
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:

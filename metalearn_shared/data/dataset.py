@@ -24,16 +24,22 @@ class ClassInfo:
         alphabet: Omniglot alphabet (or a synthetic group name for glyphs).
         character: Character folder name, e.g. ``"character01"``.
         rotation: Rotation in degrees (0, 90, 180, 270) when rotations are extra classes.
+        mirrored: True for a class made of the left-right mirror images of a character,
+            when reflections are extra classes (the mirror is taken after the rotation).
     """
 
     alphabet: str
     character: str
     rotation: int = 0
+    mirrored: bool = False
 
     @property
     def key(self) -> str:
-        """A unique, human-readable id: ``"Greek/character03@90"``."""
+        """A unique, human-readable id: ``"Greek/character03@90"``, and
+        ``"Greek/character03@90+mirror"`` for that class's mirror image."""
         suffix = f"@{self.rotation}" if self.rotation else ""
+        if self.mirrored:
+            suffix = (suffix or "@") + ("+mirror" if self.rotation else "mirror")
         return f"{self.alphabet}/{self.character}{suffix}"
 
 

@@ -279,7 +279,7 @@ def merge_datasets(datasets: Sequence[ImageDataset], name: str) -> ImageDataset:
     """Merge datasets, dropping repeated classes (same alphabet, character and rotation).
 
     The first dataset holding a class supplies its images. Classes of the result are sorted
-    by ``(alphabet, character, rotation)``, instances grouped by class in input order.
+    by ``(alphabet, character, rotation, mirrored)``, instances grouped by class in input order.
     """
     if not datasets:
         raise ValueError("merge_datasets needs at least one dataset; found none.")
@@ -287,17 +287,17 @@ def merge_datasets(datasets: Sequence[ImageDataset], name: str) -> ImageDataset:
     if len(shapes) > 1:
         raise ValueError(f"{name}: cannot merge images of different sizes {sorted(shapes)}; "
                          "load them with the same size=.")
-    owner: dict[tuple[str, str, int], int] = {}
+    owner: dict[tuple[str, str, int, bool], int] = {}
     for p, d in enumerate(datasets):
         for c in d.classes:
-            owner.setdefault((c.alphabet, c.character, c.rotation), p)
+            owner.setdefault((c.alphabet, c.character, c.rotation, c.mirrored), p)
     keys = sorted(owner)
     final = {k: i for i, k in enumerate(keys)}
     images, labels = [], []
     for p, d in enumerate(datasets):
         remap = np.array(
             [final[k] if owner[k] == p else -1
-             for k in ((c.alphabet, c.character, c.rotation) for c in d.classes)],
+             for k in ((c.alphabet, c.character, c.rotation, c.mirrored) for c in d.classes)],
             dtype=np.int64,
         )
         keep = remap[d.labels] >= 0
@@ -308,7 +308,7 @@ def merge_datasets(datasets: Sequence[ImageDataset], name: str) -> ImageDataset:
     return ImageDataset(
         np.concatenate(images)[order],
         all_labels[order],
-        tuple(ClassInfo(a, c, r) for a, c, r in keys),
+        tuple(ClassInfo(*k) for k in keys),
         name,
     )
 

@@ -1,4 +1,4 @@
-"""Array-level preprocessing shared by every reader: decode, invert, resize, rotate.
+"""Array-level preprocessing shared by every reader: decode, invert, resize, rotate, mirror.
 
 All images in :mod:`metalearn_shared.data` are ``uint8 (n, H, W)`` with the stroke high
 (255 = ink, 0 = paper). The official Omniglot PNGs are the other way round: 1-bit images
@@ -24,6 +24,7 @@ __all__ = [
     "DataError",
     "RESAMPLE_FILTERS",
     "Resample",
+    "add_reflections",
     "add_rotations",
     "decode_png",
     "invert_bool",
@@ -129,6 +130,11 @@ def add_rotations(
             f"{dataset.name}: already has rotated classes; add rotations once, to the "
             "unrotated dataset."
         )
+    if any(c.mirrored for c in dataset.classes):
+        raise ValueError(
+            f"{dataset.name}: already has mirrored classes; add rotations first, then "
+            "reflections (add_reflections mirrors every rotated class too)."
+        )
     if dataset.image_shape[0] != dataset.image_shape[1] and any(a in (90, 270) for a in angles):
         raise ValueError(
             f"{dataset.name}: 90/270° rotations need square images; found {dataset.image_shape}."
@@ -142,6 +148,37 @@ def add_rotations(
     return ImageDataset(
         images=np.ascontiguousarray(np.concatenate(images)),
         labels=np.concatenate(labels),
+        classes=tuple(classes),
+        name=dataset.name,
+    )
+
+
+def add_reflections(dataset: ImageDataset) -> ImageDataset:
+    """Add the left-right mirror image of every class as a new class.
+
+    Like rotations as classes (:func:`add_rotations`), a mirrored character is a character
+    no alphabet drew, which gives a metric learner more classes to tell apart. Class ``c``
+    mirrored becomes class ``c + C``; its :class:`ClassInfo` keeps alphabet, character and
+    rotation and sets ``mirrored``. On a rotated dataset every rotated class is mirrored
+    too, so rotations and reflections together give all 8 symmetries of the square. A
+    character that is its own mirror image (Latin ``A``) gives a class that duplicates it,
+    as a 180°-symmetric one does under rotation.
+
+    Args:
+        dataset: a dataset none of whose classes is mirrored.
+
+    Returns:
+        A dataset with ``2 * C`` classes.
+    """
+    if any(c.mirrored for c in dataset.classes):
+        raise ValueError(f"{dataset.name}: already has mirrored classes; add reflections once.")
+    n_classes = dataset.num_classes
+    classes = list(dataset.classes) + [
+        ClassInfo(c.alphabet, c.character, c.rotation, mirrored=True) for c in dataset.classes
+    ]
+    return ImageDataset(
+        images=np.ascontiguousarray(np.concatenate([dataset.images, dataset.images[:, :, ::-1]])),
+        labels=np.concatenate([dataset.labels, dataset.labels + n_classes]),
         classes=tuple(classes),
         name=dataset.name,
     )
