@@ -1,9 +1,11 @@
-"""Image augmentation for the samplers: the affine distortions of Koch et al. (2015).
+"""Image augmentation for the samplers: the affine distortions of Koch et al. (2015), and
+optionally a smooth elastic deformation (Simard et al. 2003) on top.
 
 :class:`KochAffine` holds the ranges of the seven distortion parameters
-(:data:`SANTORO_AFFINE`: the MANN reference implementation's rotation and shift);
-:func:`_koch_params` draws them from an episode's generator and :func:`_affine_warp`
-applies them, so that an augmented pair batch stays a pure function of ``(seed, i)``.
+(:data:`SANTORO_AFFINE`: the MANN reference implementation's rotation and shift) and the
+elastic field's size; :func:`_koch_params` draws them from an episode's generator and
+:func:`_affine_warp` applies them, so that an augmented pair batch stays a pure function of
+``(seed, i)``.
 numpy only; used by :class:`~metalearn_shared.episodes.PairSampler` and
 :class:`~metalearn_shared.episodes.SequenceSampler`.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AUGMENTS", "KochAffine", "SANTORO_AFFINE", "augment_spec"]
+__all__ = ["AUGMENTS", "KochAffine", "SANTORO_AFFINE", "augment_spec", "param_count"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,13 @@ class KochAffine:
         translation: maximum absolute shift as a fraction of the image side; Koch's
             ±2 px at 105 × 105 is ``2 / 105``.
         p: probability of applying each parameter.
+        elastic: root-mean-square length of an elastic displacement, as a fraction of the
+            image side; 0 (the default) for none. Every image then gets its own field:
+            Gaussian noise per pixel and axis, smoothed by a Gaussian of ``elastic_sigma``
+            and scaled to this RMS, so that strokes bend without breaking. It is added to
+            the output coordinates before the affine map, and the image is sampled once.
+        elastic_sigma: the smoothing Gaussian's standard deviation, as a fraction of the
+            side (larger: smoother, more global bends).
     """
 
     rotation_deg: float = 10.0
@@ -40,6 +49,13 @@ class KochAffine:
     scale: tuple[float, float] = (0.8, 1.2)
     translation: float = 2.0 / 105.0
     p: float = 0.5
+    elastic: float = 0.0
+    elastic_sigma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (self.elastic >= 0 and self.elastic_sigma > 0):
+            raise ValueError(f"elastic must be >= 0 and elastic_sigma > 0 (fractions of the "
+                             f"image side); got {self.elastic} and {self.elastic_sigma}.")
 
 
 #: The per-image augmentation of the MANN reference implementation (the Theano
@@ -57,6 +73,9 @@ AUGMENTS: dict[str, KochAffine | None] = {
     "none": None,
     "koch": KochAffine(),
     "santoro": SANTORO_AFFINE,
+    # Koch's affine distortion and a smooth bend of every stroke: displacements of 1.5 px RMS
+    # at 28 px, correlated over 3 px (docs/results.md, issue 14).
+    "elastic": KochAffine(elastic=1.5 / 28.0, elastic_sigma=3.0 / 28.0),
 }
 
 
@@ -84,10 +103,40 @@ def augment_spec(name: str) -> KochAffine | None:
     return AUGMENTS[name]
 
 
+def param_count(spec: KochAffine, shape: tuple[int, int]) -> int:
+    """Parameters per image that :func:`_koch_params` draws: the 7 affine ones, and with an
+    elastic field its ``2 · H · W`` displacements."""
+    return 7 + (2 * shape[0] * shape[1] if spec.elastic else 0)
+
+
+def _gaussian_rows(size: int, sigma: float) -> np.ndarray:
+    """``(size, size)`` Gaussian smoothing matrix, each row summing to 1 (so the border
+    averages what lies inside the image)."""
+    d = np.arange(size, dtype=np.float64)
+    g = np.exp(-0.5 * ((d[:, None] - d[None, :]) / sigma) ** 2)
+    return g / g.sum(axis=1, keepdims=True)
+
+
+def _elastic_fields(rng: np.random.Generator, spec: KochAffine, n: tuple[int, ...],
+                    shape: tuple[int, int]) -> np.ndarray:
+    """``float32 (*n, 2·H·W)``: per image a smooth displacement field ``(dx, dy)`` in pixels
+    whose root-mean-square length is ``spec.elastic`` of the side."""
+    h, w = shape
+    side = max(h, w)
+    noise = rng.standard_normal((*n, 2, h, w))
+    field = _gaussian_rows(h, spec.elastic_sigma * side) @ noise @ _gaussian_rows(
+        w, spec.elastic_sigma * side).T
+    rms = np.sqrt(np.mean(np.sum(field**2, axis=-3), axis=(-2, -1), keepdims=True))[..., None, :, :]
+    field = field * (spec.elastic * side / np.maximum(rms, 1e-12))
+    return field.reshape(*n, 2 * h * w).astype(np.float32)
+
+
 def _koch_params(
     rng: np.random.Generator, spec: KochAffine, n: tuple[int, ...], shape: tuple[int, int]
 ) -> np.ndarray:
-    """``float32 (*n, 7)`` affine parameters ``(θ rad, ρx, ρy, sx, sy, tx px, ty px)``."""
+    """``float32 (*n, P)`` distortion parameters: the affine ``(θ rad, ρx, ρy, sx, sy, tx px,
+    ty px)``, then with an elastic field its ``(dx, dy)`` displacements (``P``:
+    :func:`param_count`)."""
     h, w = shape
     u = rng.random((2, *n, 7))  # (values | switches, *n, 7)
     lo = np.array(
@@ -113,7 +162,10 @@ def _koch_params(
         ]
     )
     identity = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
-    return np.where(u[1] < spec.p, lo + (hi - lo) * u[0], identity).astype(np.float32)
+    affine = np.where(u[1] < spec.p, lo + (hi - lo) * u[0], identity).astype(np.float32)
+    if not spec.elastic:
+        return affine
+    return np.concatenate([affine, _elastic_fields(rng, spec, n, shape)], axis=-1)
 
 
 def _affine_warp(images: np.ndarray, params: np.ndarray) -> np.ndarray:
@@ -121,16 +173,19 @@ def _affine_warp(images: np.ndarray, params: np.ndarray) -> np.ndarray:
 
     Args:
         images: ``float32 (..., H, W)``.
-        params: ``float32 (..., 7)`` from :func:`_koch_params`, the same leading shape.
+        params: ``float32 (..., P)`` from :func:`_koch_params`, the same leading shape.
 
     Returns:
-        ``float32 (..., H, W)``: output pixel p shows input pixel ``A⁻¹(p - c - t) + c``,
-        with ``c`` the image centre.
+        ``float32 (..., H, W)``: output pixel p shows input pixel ``A⁻¹(p + d(p) - c - t) + c``,
+        with ``c`` the image centre and ``d`` the elastic displacement (0 without one).
     """
     lead = images.shape[:-2]
     images = images.reshape(-1, *images.shape[-2:])
-    params = params.reshape(-1, 7)
+    params = params.reshape(-1, params.shape[-1])
     n, h, w = images.shape
+    if params.shape[1] not in (7, 7 + 2 * h * w):
+        raise ValueError(f"_affine_warp: {params.shape[1]} parameters per image; expected 7 "
+                         f"(affine) or {7 + 2 * h * w} (affine and a {h}×{w} elastic field).")
     theta, shx, shy, sx, sy, tx, ty = (params[:, j : j + 1] for j in range(7))  # each (n, 1)
     cos, sin = np.cos(theta), np.sin(theta)
     # A = R · Shear · Scale, then its closed-form 2×2 inverse.
@@ -143,6 +198,9 @@ def _affine_warp(images: np.ndarray, params: np.ndarray) -> np.ndarray:
     rows, cols = np.divmod(np.arange(h * w, dtype=np.float32), np.float32(w))  # (H*W,)
     u = cols[None, :] - np.float32(cx) - tx  # (n, H*W)
     v = rows[None, :] - np.float32(cy) - ty
+    if params.shape[1] > 7:  # the elastic field, dx then dy, each (n, H*W)
+        u = u + params[:, 7 : 7 + h * w]
+        v = v + params[:, 7 + h * w :]
     src_x = (a11 * u - a01 * v) / det + np.float32(cx)  # (n, H*W)
     src_y = (a00 * v - a10 * u) / det + np.float32(cy)
     x0 = np.floor(src_x)

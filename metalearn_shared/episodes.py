@@ -29,7 +29,12 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from metalearn_shared.augment import KochAffine, _affine_warp, _augment_ranges, _koch_params
+from metalearn_shared.augment import (
+    KochAffine,
+    _affine_warp,
+    _augment_ranges,
+    _koch_params,
+)
 from metalearn_shared.data.dataset import ImageDataset
 from metalearn_shared.sampling import (
     _check_classes,
@@ -158,16 +163,16 @@ def _fewshot_batch(images: np.ndarray, classes: np.ndarray, index: np.ndarray,
                    shots: int, params: np.ndarray | None = None) -> FewShotEpisode:
     """Episodes from drawn classes ``(B, N)`` and dataset indices ``(B, N, K+Q)``: the first
     ``shots`` instances of each class are its support images, the rest its queries;
-    ``params (B, N, K+Q, 7)``, when given, distorts each image (:func:`_affine_warp`)."""
+    ``params (B, N, K+Q, P)``, when given, distorts each image (:func:`_affine_warp`)."""
     size, n, m = index.shape
     support_index = index[:, :, :shots].reshape(size, n * shots)  # (B, N*K) class-major
     query_index = index[:, :, shots:].reshape(size, n * (m - shots))  # (B, N*Q)
     labels = np.arange(n, dtype=np.int64)
     support_x = _to_float(images[support_index])  # (B, N*K, H, W)
     query_x = _to_float(images[query_index])  # (B, N*Q, H, W)
-    if params is not None:  # (B, N, K+Q, 7) split like the indices
-        support_x = _affine_warp(support_x, params[:, :, :shots].reshape(size, n * shots, 7))
-        query_x = _affine_warp(query_x, params[:, :, shots:].reshape(size, n * (m - shots), 7))
+    if params is not None:  # (B, N, K+Q, P) split like the indices
+        support_x = _affine_warp(support_x, params[:, :, :shots].reshape(size, n * shots, -1))
+        query_x = _affine_warp(query_x, params[:, :, shots:].reshape(size, n * (m - shots), -1))
     return FewShotEpisode(
         support_x=support_x,
         support_y=np.tile(np.repeat(labels, shots), (size, 1)),
@@ -235,8 +240,7 @@ class FewShotSampler(_Sampler):
         rngs = [episode_rng(self.seed, i) for i in range(start, start + size)]
         classes = np.empty((size, n), dtype=np.int64)  # (B, N)
         index = np.empty((size, n, k + q), dtype=np.int64)  # (B, N, K+Q)
-        # (B, N, K+Q, 7): one distortion per image
-        params = np.empty((size, n, k + q, 7), dtype=np.float32) if self.augment else None
+        params = self._params((size, n, k + q))  # (B, N, K+Q, P): one distortion per image
         for e, rng in enumerate(rngs):
             cls, idx = _choose(rng, self._pool, 1, n, k + q)
             classes[e] = cls[0]
@@ -322,7 +326,7 @@ class WithinAlphabetSampler(_Sampler):
         start, size = self._range(start, size)
         classes = np.empty((size, n), dtype=np.int64)  # (B, N)
         index = np.empty((size, n, k + q), dtype=np.int64)  # (B, N, K+Q)
-        params = np.empty((size, n, k + q, 7), dtype=np.float32) if self.augment else None
+        params = self._params((size, n, k + q))
         by_class, counts = self.dataset.by_class, self.dataset.counts
         for e, i in enumerate(range(start, start + size)):
             rng = episode_rng(self.seed, i)
@@ -426,8 +430,7 @@ class PairSampler(_Sampler):
         rngs = [episode_rng(self.seed, i) for i in range(start, start + size)]
         index = np.empty((size, pairs, 2), dtype=np.int64)  # (E, B, 2)
         y = np.empty((size, pairs), dtype=np.float32)  # (E, B)
-        # (E, 2, B, 7): one distortion per image, x1 then x2
-        params = np.empty((size, 2, pairs, 7), dtype=np.float32) if self.augment else None
+        params = self._params((size, 2, pairs))  # (E, 2, B, P): per image, x1 then x2
         for e, rng in enumerate(rngs):
             _, same = _choose(rng, self._pool, n_same, 1, 2)  # (S, 1, 2)
             diff = self._different(rng, n_diff)  # (D, 2)
@@ -557,8 +560,8 @@ class SequenceSampler(_Sampler):
         slot = np.empty((size, full), dtype=np.int64)  # (B, T_full)
         strings = np.empty((size, n, STRING_LENGTH if string else 0), dtype=np.int64)
         turns = np.zeros((size, n), dtype=np.int64)  # (B, N) quarter turns per class
-        # (B, T_full, 7): one distortion per presentation, in presentation order
-        params = np.empty((size, full, 7), dtype=np.float32) if self.augment else None
+        # (B, T_full, P): one distortion per presentation, in presentation order
+        params = self._params((size, full))
         codes = np.full(1, _STRING_CODES, dtype=np.int64)  # (1,)
         for e, rng in enumerate(rngs):
             cls, idx = _choose(rng, self._pool, 1, n, per)

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from metalearn_shared.augment import KochAffine, param_count
 from metalearn_shared.data.dataset import ImageDataset
 
 __all__: list[str] = []  # private helpers of metalearn_shared.episodes
@@ -178,9 +179,19 @@ def _unbatch(batch: tuple) -> tuple:
 
 
 class _Sampler:
-    """Argument checks shared by the samplers' ``episode`` and ``batch``."""
+    """Argument checks shared by the samplers' ``episode`` and ``batch``, and the buffer of
+    their distortions."""
 
     seed: int
+    dataset: ImageDataset
+    augment: KochAffine | None
+
+    def _params(self, lead: tuple[int, ...]) -> np.ndarray | None:
+        """An empty ``float32 (*lead, P)`` for one distortion per image (``P``:
+        :func:`~metalearn_shared.augment.param_count`), or None without augmentation."""
+        if self.augment is None:
+            return None
+        return np.empty((*lead, param_count(self.augment, self.dataset.image_shape)), np.float32)
 
     def _index(self, i: int) -> int:
         return _count(type(self).__name__, "episode index i", i, minimum=0)

@@ -241,6 +241,45 @@ def test_affine_warp_geometry():
     assert min(np.abs(out - turned).max(), np.abs(out - turned[:, ::-1, ::-1]).max()) < 1e-4
 
 
+def test_elastic_fields_are_smooth_sized_and_move_pixels_the_right_way():
+    """An elastic displacement ``d`` is added to the output coordinates: a constant field of
+    −2 px in x is Koch's shift by +2 px; a drawn field has the spec's RMS length, is smooth
+    (neighbours move alike) and is redrawn identically from the same generator."""
+    from metalearn_shared.augment import _elastic_fields, _koch_params, param_count
+
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 9, 9)).astype(np.float32)
+    identity = np.array([[0, 0, 0, 1, 1, 0, 0]] * 3, dtype=np.float32)
+    shift = identity.copy()
+    shift[:, 5] = 2
+    field = np.zeros((3, 2 * 81), np.float32)
+    field[:, :81] = -2  # dx everywhere; dy = 0
+    np.testing.assert_allclose(
+        episodes._affine_warp(images, np.concatenate([identity, field], axis=1)),
+        episodes._affine_warp(images, shift), atol=1e-6)
+    with pytest.raises(ValueError, match="expected 7 .affine. or 169"):
+        episodes._affine_warp(images, field)
+
+    spec = KochAffine(elastic=2 / 28, elastic_sigma=3 / 28)
+    assert param_count(spec, (28, 28)) == 7 + 2 * 28 * 28 and param_count(KochAffine(), (28, 28)) == 7
+    d = _elastic_fields(np.random.default_rng(5), spec, (4, 6), (28, 28))
+    assert d.shape == (4, 6, 2 * 28 * 28) and d.dtype == np.float32
+    np.testing.assert_array_equal(d, _elastic_fields(np.random.default_rng(5), spec, (4, 6), (28, 28)))
+    dx, dy = d.reshape(24, 2, 28, 28).transpose(1, 0, 2, 3)
+    rms = np.sqrt((dx**2 + dy**2).mean(axis=(1, 2)))
+    np.testing.assert_allclose(rms, 2.0, rtol=1e-5)  # 2/28 of the 28 px side, every image
+    step = np.abs(np.diff(dx, axis=2)).mean()
+    assert step < 0.3 * np.abs(dx).mean()  # smooth: neighbours differ far less than they move
+    plain = _koch_params(np.random.default_rng(5), KochAffine(), (4, 6), (28, 28))
+    full = _koch_params(np.random.default_rng(5), spec, (4, 6), (28, 28))
+    np.testing.assert_array_equal(full[..., :7], plain)  # the affine draws are unchanged
+    after = np.random.default_rng(5)
+    after.random((2, 4, 6, 7))  # the affine draw's numbers, then the field
+    np.testing.assert_array_equal(full[..., 7:], _elastic_fields(after, spec, (4, 6), (28, 28)))
+    with pytest.raises(ValueError, match="elastic must be >= 0 and elastic_sigma > 0"):
+        KochAffine(elastic=-0.1)
+
+
 # -- sequences ---------------------------------------------------------------------------
 @st.composite
 def sequence_requests(draw):
@@ -403,14 +442,18 @@ def test_bench_sampling_quick(capsys):
     lambda d, a: SequenceSampler(d, 3, 4, seed=5, augment=a),
     lambda d, a: FewShotSampler(d, 3, 2, 2, seed=5, augment=a),
 ], ids=["sequence", "fewshot"])
-def test_augmented_episodes_keep_their_draws_and_move_only_pixels(make):
+@pytest.mark.parametrize("name", ["santoro", "elastic"])
+def test_augmented_episodes_keep_their_draws_and_move_only_pixels(make, name):
     """Per-image distortion for the MANN and few-shot samplers: the classes, instances and
     labels of ``augment=False``; deterministic; batch = stacked episodes; p = 0 changes
-    nothing; the reference implementation's rotation and shift move every image."""
-    from metalearn_shared.augment import SANTORO_AFFINE
+    nothing; the reference implementation's rotation and shift, or an elastic field, move
+    every image."""
+    from metalearn_shared.augment import AUGMENTS
+
+    spec = AUGMENTS[name]
 
     dataset = make_dataset([6] * 8, shape=(12, 12), seed=9)
-    plain, aug = make(dataset, False), make(dataset, SANTORO_AFFINE)
+    plain, aug = make(dataset, False), make(dataset, spec)
     p, a = plain.episode(3), aug.episode(3)
     images = [n for n in p._fields if n in ("x", "support_x", "query_x")]
     for name in p._fields:
