@@ -155,8 +155,9 @@ def ensemble(members: list[ModelFns]) -> ModelFns:
 
 
 #: The data keys every ensemble member must share with the first checkpoint: its episodes
-#: are drawn once, from alphabets held out from every member.
-_MEMBER_KEYS = ("dataset", "seed", "rotations", "holdout", "size")
+#: are drawn once, from alphabets held out from every member. Rotations and reflections
+#: add training classes only, so members trained with and without them combine.
+_MEMBER_KEYS = ("dataset", "seed", "holdout", "size")
 
 
 def _check_member(first: dict[str, Any] | None, member: Member) -> None:

@@ -80,6 +80,22 @@ def test_members_must_share_the_split(runs, tmp_path, capsys):
     assert "members must share the data and the split" in err
 
 
+def test_members_may_differ_in_their_extra_training_classes():
+    """Rotations and reflections add training classes, not held-out alphabets: such members
+    combine; another split does not."""
+    from metalearn_shared.evaluation import Member, ModelFns, _check_member
+
+    first = {"dataset": "omniglot", "seed": 0, "holdout": "fold:3/4", "size": 28,
+             "rotations": True, "reflections": False}
+
+    def member(**data):
+        return Member("m.safetensors", "torch", ModelFns(), {"data": {**first, **data}})
+
+    _check_member(first, member(rotations=False, reflections=True))
+    with pytest.raises(ValueError, match="trained with --holdout fold:1/4"):
+        _check_member(first, member(holdout="fold:1/4"))
+
+
 def test_tta_wraps_the_model_and_every_member_with_the_same_views(runs, tmp_path, capsys):
     """``--tta`` (tests/test_tta.py holds its rule): the report records it, it changes
     what the model sees, the same weights in Keras see the same views, and every ensemble
