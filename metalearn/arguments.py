@@ -224,6 +224,18 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
                         "average the class probabilities (1 = off; few-shot and pair models)")
     p.add_argument("--tta-augment", default="koch", choices=[a for a in AUGMENTS if a != "none"],
                    help="the distortion of --tta's extra views (as metalearn train --augment)")
+    p.add_argument("--finetune", type=count(0), default=0, metavar="STEPS",
+                   help="transductive fine-tuning: before scoring each trial, take STEPS SGD "
+                        "steps on the model's loss on an episode made of the trial's support "
+                        "images and distorted copies of them as queries; weights restored "
+                        "after each trial (0 = off; few-shot models)")
+    p.add_argument("--finetune-lr", type=float, default=1e-3, metavar="LR",
+                   help="--finetune's SGD learning rate")
+    p.add_argument("--finetune-views", type=count(1), default=4, metavar="V",
+                   help="--finetune's distorted copies of each support image (its queries)")
+    p.add_argument("--finetune-augment", default="koch",
+                   choices=[a for a in AUGMENTS if a != "none"],
+                   help="the distortion of --finetune's queries (as metalearn train --augment)")
     p.add_argument("--out", default=None, help="folder for eval.json and plots")
 
 

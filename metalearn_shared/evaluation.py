@@ -14,8 +14,9 @@ from metalearn_shared import training as T
 from metalearn_shared.augment import KochAffine, _affine_warp, _koch_params, augment_spec
 from metalearn_shared.losses import log_softmax
 
-__all__ = ["PROTOCOLS", "Ensemble", "Member", "ModelFns", "TestTimeAugmentation", "ensemble",
-           "evaluate", "lake_runs", "main_eval", "recorded_data", "resolve_eval_data"]
+__all__ = ["PROTOCOLS", "Ensemble", "FineTuning", "Member", "ModelFns", "SupportFineTuning",
+           "TestTimeAugmentation", "ensemble", "evaluate", "lake_runs", "main_eval",
+           "recorded_data", "resolve_eval_data"]
 
 #: ``metalearn eval --protocol``: random episodes of the held-out classes (``--ways``,
 #: ``--shots``, ``--queries``), or Lake et al.'s within-alphabet 20-way one-shot trials on
@@ -34,12 +35,18 @@ class ModelFns:
         class_scores: ``(support_x, support_y, query_x, ways) -> (Q, ways)``, higher = more
             likely; their softmax is the model's class probabilities (few-shot and pair
             models; what :func:`ensemble` averages).
+        adapted_scores: ``(episode, steps, lr, support_x, support_y, query_x, ways) ->
+            (Q, ways)``: the class scores after ``steps`` steps of plain SGD at ``lr`` on the
+            model's own loss on ``episode`` (a :class:`FewShotEpisode`), the model in
+            inference mode (BatchNorm on its running statistics); the weights are restored
+            afterwards (few-shot models; what :class:`SupportFineTuning` calls).
     """
 
     def __init__(self, predict: Callable | None = None, scores: Callable | None = None,
-                 logits: Callable | None = None, class_scores: Callable | None = None) -> None:
+                 logits: Callable | None = None, class_scores: Callable | None = None,
+                 adapted_scores: Callable | None = None) -> None:
         self.predict, self.scores, self.logits = predict, scores, logits
-        self.class_scores = class_scores
+        self.class_scores, self.adapted_scores = class_scores, adapted_scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +122,78 @@ class TestTimeAugmentation(_MeanProbabilities):
             params = _koch_params(rng, self.spec, (len(images),), images.shape[-2:])
             view = _affine_warp(images, params)
             yield self.inner.class_scores(view[:len(sx)], sy, view[len(sx):], ways)
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuning:
+    """Transductive fine-tuning on a trial's support set (``metalearn eval --finetune``).
+
+    A one-shot trial has one image per class and no labelled query, so the model is tuned on
+    an episode made from the support set alone: its support images as they are, and as
+    queries ``views`` distorted copies of each (``augment``, a :data:`AUGMENTS` name). The
+    model takes ``steps`` steps of plain SGD at ``lr`` on its own training loss on that
+    episode, in inference mode, then classifies the trial's real queries; the weights are
+    restored before the next trial.
+    """
+
+    steps: int
+    lr: float = 1e-3
+    views: int = 4
+    augment: str = "koch"
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.views < 1 or not self.lr > 0:
+            raise ValueError(f"--finetune STEPS >= 0, --finetune-views >= 1 and --finetune-lr "
+                             f"> 0; got {self.steps}, {self.views} and {self.lr}.")
+        if augment_spec(self.augment) is None:
+            raise ValueError("--finetune-augment: the queries are distorted copies of the "
+                             "support images, so a distortion is needed (koch, santoro or "
+                             "elastic), not none.")
+
+    def episode(self, sx: np.ndarray, sy: np.ndarray, rng: np.random.Generator) -> Any:
+        """The episode tuned on: support ``(sx, sy)``; queries ``views`` distortions of each
+        support image drawn from ``rng``, class-major like ``sy``."""
+        from metalearn_shared.episodes import FewShotEpisode
+
+        sy = np.asarray(sy, np.int64)
+        x = np.repeat(np.asarray(sx, np.float32), self.views, axis=0)
+        qx = _affine_warp(x, _koch_params(rng, augment_spec(self.augment), (len(x),),
+                                          x.shape[-2:]))
+        qy = np.repeat(sy, self.views)
+        ways = int(sy.max()) + 1
+        none = np.full(0, -1, np.int64)
+        return FewShotEpisode(np.asarray(sx, np.float32), sy, qx, qy,
+                              np.arange(ways, dtype=np.int64), none, none)
+
+
+class SupportFineTuning:
+    """A few-shot model fine-tuned on each trial's support set before it scores the trial
+    (:class:`FineTuning`). The distortions of the ``i``-th trial are drawn from ``(seed,
+    i)``, so an evaluation is reproducible, and the same weights tuned in PyTorch and in
+    Keras see the same episodes."""
+
+    def __init__(self, fns: ModelFns, tuning: FineTuning, seed: int = 0) -> None:
+        if fns.adapted_scores is None:
+            raise ValueError("--finetune tunes a few-shot model (protonet, the MAML family) on "
+                             "each trial's support set; a pair or sequence model has no "
+                             "few-shot loss to tune. Leave --finetune out for this model.")
+        self.inner, self.tuning, self.seed = fns, tuning, seed
+        self._episodes = 0
+
+    def class_scores(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, self._episodes))
+        self._episodes += 1
+        if not self.tuning.steps:
+            return self.inner.class_scores(sx, sy, qx, ways)
+        episode = self.tuning.episode(sx, sy, rng)
+        return self.inner.adapted_scores(episode, self.tuning.steps, self.tuning.lr,
+                                         sx, sy, qx, ways)
+
+    def predict(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
+        return np.argmax(self.class_scores(sx, sy, qx, int(np.max(sy)) + 1), axis=1)
+
+    def fns(self) -> ModelFns:
+        return ModelFns(predict=self.predict, class_scores=self.class_scores)
 
 
 class Ensemble(_MeanProbabilities):
@@ -367,7 +446,17 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
         raise ValueError("--tta augments the episodes of --protocol; the official runs "
                          "(--lake-runs) are scored without it: leave one of them out.")
 
-    def augmented(f: ModelFns) -> ModelFns:  # every model sees the same views
+    tuning = None
+    if getattr(args, "finetune", 0):
+        tuning = FineTuning(args.finetune, args.finetune_lr, args.finetune_views,
+                            args.finetune_augment)
+        if args.lake_runs:
+            raise ValueError("--finetune tunes on the trials of --protocol; the official runs "
+                             "(--lake-runs) are scored without it: leave one of them out.")
+
+    def augmented(f: ModelFns) -> ModelFns:  # every model is tuned, and sees views, alike
+        if tuning is not None:
+            f = SupportFineTuning(f, tuning, setup.train.seed).fns()
         if views == 1:
             return f
         return TestTimeAugmentation(f, views, augment_spec(args.tta_augment), setup.train.seed).fns()
@@ -398,6 +487,12 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
         report["lake_runs"] = lake_runs(fns, args.lake_runs, args.size)
     if overrides:
         report["eval_options"] = overrides
+    if tuning is not None:
+        report["finetune"] = {**dataclasses.asdict(tuning),
+                              "rule": "plain SGD on the model's loss, in inference mode, on an "
+                                      "episode of the trial's support images and "
+                                      f"{tuning.views} distorted copies of each as queries; "
+                                      "weights restored after every trial"}
     if views != 1:
         report["test_time_augmentation"] = {
             "views": views, "augment": args.tta_augment,

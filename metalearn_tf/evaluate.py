@@ -6,6 +6,7 @@ one-shot runs) is :mod:`metalearn_shared.evaluation`'s.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,12 @@ import numpy as np
 from keras import ops
 
 from metalearn_shared import evaluation as E
+from metalearn_shared import models
 from metalearn_shared import training as T
 from metalearn_shared.predict import ClassScores
 from metalearn_tf.checkpoint import load_checkpoint
 
-__all__ = ["class_scores", "model_fns", "evaluate_model", "load_any", "main_eval"]
+__all__ = ["adapted_scores", "class_scores", "model_fns", "evaluate_model", "load_any", "main_eval"]
 
 
 def class_scores(model: keras.Model) -> ClassScores:
@@ -40,6 +42,35 @@ def class_scores(model: keras.Model) -> ClassScores:
     return scores
 
 
+def adapted_scores(model: keras.Model) -> Callable[..., np.ndarray]:
+    """:attr:`~metalearn_shared.evaluation.ModelFns.adapted_scores` of a few-shot model:
+    plain SGD on ``model.make_loss()`` over the episode, ``training=False`` (BatchNorm on its
+    moving statistics, as torch's eval mode), then the class scores; the weights are
+    restored afterwards, whatever happens."""
+    import tensorflow as tf
+
+    score = class_scores(model)
+
+    def adapted(episode: Any, steps: int, lr: float, sx: np.ndarray, sy: np.ndarray,
+                qx: np.ndarray, ways: int) -> np.ndarray:
+        variables = model.trainable_variables
+        saved = [ops.copy(v.value) for v in variables]
+        try:
+            loss_fn = model.make_loss()
+            inputs, target = model.inputs_and_target(episode)
+            for _ in range(steps):
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(target, model(inputs, training=False))
+                for v, g in zip(variables, tape.gradient(loss, variables), strict=True):
+                    v.assign_sub(lr * g)
+            return score(sx, sy, qx, ways)
+        finally:
+            for v, w in zip(variables, saved, strict=True):
+                v.assign(w)
+
+    return adapted
+
+
 def model_fns(model: keras.Model) -> E.ModelFns:
     """The numpy functions :class:`~metalearn_shared.evaluation.ModelFns` needs."""
     np_ = keras.ops.convert_to_numpy
@@ -53,9 +84,11 @@ def model_fns(model: keras.Model) -> E.ModelFns:
     def logits(x: np.ndarray, prev_label: np.ndarray) -> np.ndarray:
         return np_(model((x, prev_label), training=False))
 
+    few_shot = models.get(model.config.model).family == "fewshot"
     return E.ModelFns(predict=predict, logits=logits,
                       scores=scores if hasattr(model, "one_shot_scores") else None,
-                      class_scores=class_scores(model) if hasattr(model, "predict_episode") else None)
+                      class_scores=class_scores(model) if hasattr(model, "predict_episode") else None,
+                      adapted_scores=adapted_scores(model) if few_shot else None)
 
 
 def evaluate_model(model: keras.Model, setup: T.TrainSetup, episodes: int,

@@ -6,6 +6,7 @@ one-shot runs) is :mod:`metalearn_shared.evaluation`'s.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,13 +14,14 @@ import torch
 from torch import nn
 
 from metalearn_shared import evaluation as E
+from metalearn_shared import models
 from metalearn_shared import training as T
 from metalearn_shared.predict import ClassScores
 from metalearn_torch.checkpoint import load_checkpoint
 from metalearn_torch.models import memory_format, use_memory_format
 from metalearn_torch.models.backbones import inference
 
-__all__ = ["class_scores", "model_fns", "evaluate_model", "main_eval"]
+__all__ = ["adapted_scores", "class_scores", "model_fns", "evaluate_model", "main_eval"]
 
 
 def class_scores(model: nn.Module) -> ClassScores:
@@ -42,6 +44,37 @@ def class_scores(model: nn.Module) -> ClassScores:
     return scores
 
 
+def adapted_scores(model: nn.Module) -> Callable[..., np.ndarray]:
+    """:attr:`~metalearn_shared.evaluation.ModelFns.adapted_scores` of a few-shot model:
+    plain SGD on ``model.make_loss()`` over the episode, in eval mode (BatchNorm on its
+    running statistics, as Keras' ``training=False``), then the class scores; the weights
+    are restored in place afterwards, whatever happens."""
+    score = class_scores(model)
+
+    def adapted(episode: Any, steps: int, lr: float, sx: np.ndarray, sy: np.ndarray,
+                qx: np.ndarray, ways: int) -> np.ndarray:
+        params = [p for p in model.parameters() if p.requires_grad]
+        saved = [p.detach().clone() for p in params]
+        was_training = model.training
+        model.eval()
+        try:
+            loss_fn = model.make_loss()
+            inputs, target = model.inputs_and_target(episode)
+            for _ in range(steps):
+                grads = torch.autograd.grad(loss_fn(model(*inputs), target), params)
+                with torch.no_grad():
+                    for p, g in zip(params, grads, strict=True):
+                        p.sub_(g, alpha=lr)
+            return score(sx, sy, qx, ways)
+        finally:
+            with torch.no_grad():
+                for p, w in zip(params, saved, strict=True):
+                    p.copy_(w)
+            model.train(was_training)
+
+    return adapted
+
+
 def model_fns(model: nn.Module) -> E.ModelFns:
     """The numpy functions :class:`~metalearn_shared.evaluation.ModelFns` needs."""
     device = next(model.parameters()).device
@@ -60,9 +93,11 @@ def model_fns(model: nn.Module) -> E.ModelFns:
         with inference(model):
             return model(t(x), t(prev_label)).cpu().numpy()
 
+    few_shot = models.get(model.config.model).family == "fewshot"
     return E.ModelFns(predict=predict, logits=logits,
                       scores=scores if hasattr(model, "one_shot_scores") else None,
-                      class_scores=class_scores(model) if hasattr(model, "predict_episode") else None)
+                      class_scores=class_scores(model) if hasattr(model, "predict_episode") else None,
+                      adapted_scores=adapted_scores(model) if few_shot else None)
 
 
 def evaluate_model(model: nn.Module, setup: T.TrainSetup, episodes: int,
