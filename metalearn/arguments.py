@@ -233,6 +233,9 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
                    help="--finetune's SGD learning rate")
     p.add_argument("--finetune-views", type=count(1), default=4, metavar="V",
                    help="--finetune's distorted copies of each support image (its queries)")
+    p.add_argument("--finetune-entropy", type=float, default=0.0, metavar="W",
+                   help="--finetune's transductive term: W x the mean entropy of the model's "
+                        "predictions for the trial's (unlabelled) queries (0 = support set only)")
     p.add_argument("--finetune-augment", default="koch",
                    choices=[a for a in AUGMENTS if a != "none"],
                    help="the distortion of --finetune's queries (as metalearn train --augment)")

@@ -35,11 +35,13 @@ class ModelFns:
         class_scores: ``(support_x, support_y, query_x, ways) -> (Q, ways)``, higher = more
             likely; their softmax is the model's class probabilities (few-shot and pair
             models; what :func:`ensemble` averages).
-        adapted_scores: ``(episode, steps, lr, support_x, support_y, query_x, ways) ->
-            (Q, ways)``: the class scores after ``steps`` steps of plain SGD at ``lr`` on the
-            model's own loss on ``episode`` (a :class:`FewShotEpisode`), the model in
-            inference mode (BatchNorm on its running statistics); the weights are restored
-            afterwards (few-shot models; what :class:`SupportFineTuning` calls).
+        adapted_scores: ``(episode, trial, steps, lr, entropy) -> (Q, ways)``: the class
+            scores of ``trial`` (a :class:`FewShotEpisode` whose query labels are unused)
+            after ``steps`` steps of plain SGD at ``lr`` on the model's own loss on
+            ``episode`` plus ``entropy`` times the mean entropy of its predictions for the
+            trial's queries (:meth:`FineTuning.objective`), the model in inference mode
+            (BatchNorm on its running statistics); the weights are restored afterwards
+            (few-shot models; what :class:`SupportFineTuning` calls).
     """
 
     def __init__(self, predict: Callable | None = None, scores: Callable | None = None,
@@ -128,23 +130,27 @@ class TestTimeAugmentation(_MeanProbabilities):
 class FineTuning:
     """Transductive fine-tuning on a trial's support set (``metalearn eval --finetune``).
 
-    A one-shot trial has one image per class and no labelled query, so the model is tuned on
-    an episode made from the support set alone: its support images as they are, and as
+    A one-shot trial has one image per class and no labelled query, so the labelled part
+    is an episode made from the support set alone: its support images as they are, and as
     queries ``views`` distorted copies of each (``augment``, a :data:`AUGMENTS` name). The
-    model takes ``steps`` steps of plain SGD at ``lr`` on its own training loss on that
-    episode, in inference mode, then classifies the trial's real queries; the weights are
-    restored before the next trial.
+    transductive part (Dhillon et al. 2020) is the trial's unlabelled queries: ``entropy``
+    weighs the mean entropy of the model's predictions for them, so the tuning also makes
+    the model sure of each real query. The model takes ``steps`` steps of plain SGD at ``lr``
+    on :meth:`objective`, in inference mode, then classifies the trial's queries; the
+    weights are restored before the next trial.
     """
 
     steps: int
     lr: float = 1e-3
     views: int = 4
     augment: str = "koch"
+    entropy: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.views < 1 or not self.lr > 0:
-            raise ValueError(f"--finetune STEPS >= 0, --finetune-views >= 1 and --finetune-lr "
-                             f"> 0; got {self.steps}, {self.views} and {self.lr}.")
+        if self.steps < 0 or self.views < 1 or not self.lr > 0 or self.entropy < 0:
+            raise ValueError(f"--finetune STEPS >= 0, --finetune-views >= 1, --finetune-lr "
+                             f"> 0 and --finetune-entropy >= 0; got {self.steps}, {self.views}, "
+                             f"{self.lr} and {self.entropy}.")
         if augment_spec(self.augment) is None:
             raise ValueError("--finetune-augment: the queries are distorted copies of the "
                              "support images, so a distortion is needed (koch, santoro or "
@@ -153,17 +159,30 @@ class FineTuning:
     def episode(self, sx: np.ndarray, sy: np.ndarray, rng: np.random.Generator) -> Any:
         """The episode tuned on: support ``(sx, sy)``; queries ``views`` distortions of each
         support image drawn from ``rng``, class-major like ``sy``."""
-        from metalearn_shared.episodes import FewShotEpisode
-
-        sy = np.asarray(sy, np.int64)
         x = np.repeat(np.asarray(sx, np.float32), self.views, axis=0)
         qx = _affine_warp(x, _koch_params(rng, augment_spec(self.augment), (len(x),),
                                           x.shape[-2:]))
-        qy = np.repeat(sy, self.views)
-        ways = int(sy.max()) + 1
-        none = np.full(0, -1, np.int64)
-        return FewShotEpisode(np.asarray(sx, np.float32), sy, qx, qy,
-                              np.arange(ways, dtype=np.int64), none, none)
+        return _episode(sx, sy, qx, np.repeat(sy, self.views))
+
+    @staticmethod
+    def trial(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> Any:
+        """The trial as an episode for a model's inputs; its query labels (0) are unused."""
+        return _episode(sx, sy, qx, np.zeros(len(qx), np.int64))
+
+    def objective(self, loss: float, query_logits: np.ndarray) -> float:
+        """What the steps descend (the numpy reference): the model's ``loss`` on the tuning
+        episode plus ``entropy`` times the mean entropy of ``softmax(query_logits)``."""
+        logp = log_softmax(np.asarray(query_logits, np.float64))
+        return float(loss + self.entropy * np.mean(-np.sum(np.exp(logp) * logp, axis=-1)))
+
+
+def _episode(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, qy: np.ndarray) -> Any:
+    from metalearn_shared.episodes import FewShotEpisode
+
+    sy = np.asarray(sy, np.int64)
+    none = np.full(0, -1, np.int64)
+    return FewShotEpisode(np.asarray(sx, np.float32), sy, np.asarray(qx, np.float32), qy,
+                          np.arange(int(sy.max()) + 1, dtype=np.int64), none, none)
 
 
 class SupportFineTuning:
@@ -185,9 +204,9 @@ class SupportFineTuning:
         self._episodes += 1
         if not self.tuning.steps:
             return self.inner.class_scores(sx, sy, qx, ways)
-        episode = self.tuning.episode(sx, sy, rng)
-        return self.inner.adapted_scores(episode, self.tuning.steps, self.tuning.lr,
-                                         sx, sy, qx, ways)
+        t = self.tuning
+        return self.inner.adapted_scores(t.episode(sx, sy, rng), t.trial(sx, sy, qx), t.steps,
+                                         t.lr, t.entropy)
 
     def predict(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
         return np.argmax(self.class_scores(sx, sy, qx, int(np.max(sy)) + 1), axis=1)
@@ -449,7 +468,7 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
     tuning = None
     if getattr(args, "finetune", 0):
         tuning = FineTuning(args.finetune, args.finetune_lr, args.finetune_views,
-                            args.finetune_augment)
+                            args.finetune_augment, args.finetune_entropy)
         if args.lake_runs:
             raise ValueError("--finetune tunes on the trials of --protocol; the official runs "
                              "(--lake-runs) are scored without it: leave one of them out.")
@@ -489,10 +508,12 @@ def main_eval(args: Any, framework: str, load: Callable[[str], tuple[Any, dict]]
         report["eval_options"] = overrides
     if tuning is not None:
         report["finetune"] = {**dataclasses.asdict(tuning),
-                              "rule": "plain SGD on the model's loss, in inference mode, on an "
-                                      "episode of the trial's support images and "
-                                      f"{tuning.views} distorted copies of each as queries; "
-                                      "weights restored after every trial"}
+                              "rule": "plain SGD, in inference mode, on the model's loss on "
+                                      "an episode of the trial's support images and "
+                                      f"{tuning.views} distorted copies of each as queries, "
+                                      f"plus {tuning.entropy} x the mean entropy of the "
+                                      "predictions for the trial's queries; weights restored "
+                                      "after every trial"}
     if views != 1:
         report["test_time_augmentation"] = {
             "views": views, "augment": args.tta_augment,

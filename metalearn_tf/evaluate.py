@@ -20,7 +20,8 @@ from metalearn_shared import training as T
 from metalearn_shared.predict import ClassScores
 from metalearn_tf.checkpoint import load_checkpoint
 
-__all__ = ["adapted_scores", "class_scores", "model_fns", "evaluate_model", "load_any", "main_eval"]
+__all__ = ["adapted_scores", "class_scores", "model_fns", "evaluate_model", "load_any", "main_eval",
+           "tuning_objective"]
 
 
 def class_scores(model: keras.Model) -> ClassScores:
@@ -42,6 +43,25 @@ def class_scores(model: keras.Model) -> ClassScores:
     return scores
 
 
+def tuning_objective(model: keras.Model, episode: Any, trial: Any,
+                     entropy: float) -> Callable[[], Any]:
+    """``() -> loss``: :meth:`metalearn_shared.evaluation.FineTuning.objective` of the model
+    as it is when called — its loss on ``episode`` plus ``entropy`` times the mean entropy
+    of its predictions for ``trial``'s queries."""
+    loss_fn = model.make_loss()
+    inputs, target = model.inputs_and_target(episode)
+    trial_inputs, _ = model.inputs_and_target(trial)
+
+    def objective() -> Any:
+        loss = loss_fn(target, model(inputs, training=False))
+        if entropy:
+            logp = ops.log_softmax(model(trial_inputs, training=False), axis=-1)
+            loss = loss + entropy * -ops.mean(ops.sum(ops.exp(logp) * logp, axis=-1))
+        return loss
+
+    return objective
+
+
 def adapted_scores(model: keras.Model) -> Callable[..., np.ndarray]:
     """:attr:`~metalearn_shared.evaluation.ModelFns.adapted_scores` of a few-shot model:
     plain SGD on ``model.make_loss()`` over the episode, ``training=False`` (BatchNorm on its
@@ -51,19 +71,17 @@ def adapted_scores(model: keras.Model) -> Callable[..., np.ndarray]:
 
     score = class_scores(model)
 
-    def adapted(episode: Any, steps: int, lr: float, sx: np.ndarray, sy: np.ndarray,
-                qx: np.ndarray, ways: int) -> np.ndarray:
+    def adapted(episode: Any, trial: Any, steps: int, lr: float, entropy: float) -> np.ndarray:
         variables = model.trainable_variables
         saved = [ops.copy(v.value) for v in variables]
         try:
-            loss_fn = model.make_loss()
-            inputs, target = model.inputs_and_target(episode)
+            objective = tuning_objective(model, episode, trial, entropy)
             for _ in range(steps):
                 with tf.GradientTape() as tape:
-                    loss = loss_fn(target, model(inputs, training=False))
+                    loss = objective()
                 for v, g in zip(variables, tape.gradient(loss, variables), strict=True):
                     v.assign_sub(lr * g)
-            return score(sx, sy, qx, ways)
+            return score(trial.support_x, trial.support_y, trial.query_x, len(trial.classes))
         finally:
             for v, w in zip(variables, saved, strict=True):
                 v.assign(w)

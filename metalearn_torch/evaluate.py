@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from metalearn_shared import evaluation as E
 from metalearn_shared import models
@@ -21,7 +22,8 @@ from metalearn_torch.checkpoint import load_checkpoint
 from metalearn_torch.models import memory_format, use_memory_format
 from metalearn_torch.models.backbones import inference
 
-__all__ = ["adapted_scores", "class_scores", "model_fns", "evaluate_model", "main_eval"]
+__all__ = ["adapted_scores", "class_scores", "model_fns", "evaluate_model", "main_eval",
+           "tuning_objective"]
 
 
 def class_scores(model: nn.Module) -> ClassScores:
@@ -44,6 +46,26 @@ def class_scores(model: nn.Module) -> ClassScores:
     return scores
 
 
+def tuning_objective(model: nn.Module, episode: Any, trial: Any,
+                     entropy: float) -> Callable[[], Tensor]:
+    """``() -> loss``: :meth:`metalearn_shared.evaluation.FineTuning.objective` of the model
+    as it is when called — its loss on ``episode`` plus ``entropy`` times the mean entropy
+    of its predictions for ``trial``'s queries; in the module's mode (``adapted_scores``
+    sets eval mode)."""
+    loss_fn = model.make_loss()
+    inputs, target = model.inputs_and_target(episode)
+    trial_inputs, _ = model.inputs_and_target(trial)
+
+    def objective() -> Tensor:
+        loss = loss_fn(model(*inputs), target)
+        if entropy:
+            logp = F.log_softmax(model(*trial_inputs), dim=-1)
+            loss = loss + entropy * -(logp.exp() * logp).sum(-1).mean()
+        return loss
+
+    return objective
+
+
 def adapted_scores(model: nn.Module) -> Callable[..., np.ndarray]:
     """:attr:`~metalearn_shared.evaluation.ModelFns.adapted_scores` of a few-shot model:
     plain SGD on ``model.make_loss()`` over the episode, in eval mode (BatchNorm on its
@@ -51,21 +73,19 @@ def adapted_scores(model: nn.Module) -> Callable[..., np.ndarray]:
     are restored in place afterwards, whatever happens."""
     score = class_scores(model)
 
-    def adapted(episode: Any, steps: int, lr: float, sx: np.ndarray, sy: np.ndarray,
-                qx: np.ndarray, ways: int) -> np.ndarray:
+    def adapted(episode: Any, trial: Any, steps: int, lr: float, entropy: float) -> np.ndarray:
         params = [p for p in model.parameters() if p.requires_grad]
         saved = [p.detach().clone() for p in params]
         was_training = model.training
         model.eval()
         try:
-            loss_fn = model.make_loss()
-            inputs, target = model.inputs_and_target(episode)
+            objective = tuning_objective(model, episode, trial, entropy)
             for _ in range(steps):
-                grads = torch.autograd.grad(loss_fn(model(*inputs), target), params)
+                grads = torch.autograd.grad(objective(), params)
                 with torch.no_grad():
                     for p, g in zip(params, grads, strict=True):
                         p.sub_(g, alpha=lr)
-            return score(sx, sy, qx, ways)
+            return score(trial.support_x, trial.support_y, trial.query_x, len(trial.classes))
         finally:
             with torch.no_grad():
                 for p, w in zip(params, saved, strict=True):

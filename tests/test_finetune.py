@@ -51,6 +51,7 @@ def test_the_tuning_episode_is_the_support_set_and_distorted_copies_of_it():
     (dict(steps=1, lr=0.0), "--finetune-lr > 0"),
     (dict(steps=1, views=0), "--finetune-views >= 1"),
     (dict(steps=1, augment="none"), "a distortion is needed"),
+    (dict(steps=1, entropy=-1.0), "--finetune-entropy >= 0"),
 ])
 def test_bad_settings_are_named(bad, says):
     with pytest.raises(ValueError, match=says):
@@ -84,10 +85,15 @@ def _frameworks(checkpoint):
 
 def _tuning_loss(fns, episode, steps, lr):
     """The mean cross-entropy of the tuning episode's own queries after ``steps`` steps."""
-    scores = fns.adapted_scores(episode, steps, lr, episode.support_x, episode.support_y,
-                                episode.query_x, 3)
+    trial = FineTuning.trial(episode.support_x, episode.support_y, episode.query_x)
+    scores = fns.adapted_scores(episode, trial, steps, lr, 0.0)
     return -np.mean(log_softmax(np.asarray(scores, np.float64))[np.arange(len(episode.query_y)),
                                                                  episode.query_y])
+
+
+def _entropy(scores):
+    logp = log_softmax(np.asarray(scores, np.float64))
+    return np.mean(-np.sum(np.exp(logp) * logp, axis=-1))
 
 
 def test_both_frameworks_tune_the_same_weights_alike_and_restore_them(checkpoint):
@@ -96,18 +102,56 @@ def test_both_frameworks_tune_the_same_weights_alike_and_restore_them(checkpoint
     zero steps and the weights afterwards are the untuned model."""
     sx, sy, qx = _trial(3)
     episode = FineTuning(5, lr=0.2, views=2).episode(sx, sy, np.random.default_rng(0))
+    trial = FineTuning.trial(sx, sy, qx)
     tuned, plain = {}, {}
     for name, fns in zip(("torch", "keras"), _frameworks(checkpoint), strict=True):
         plain[name] = fns.class_scores(sx, sy, qx, 3)
+        np.testing.assert_array_equal(fns.adapted_scores(episode, trial, 0, 0.2, 1.0), plain[name])
         before = _tuning_loss(fns, episode, 0, 0.2)
         after = _tuning_loss(fns, episode, 5, 0.2)
         assert after < 0.5 * before, (name, before, after)  # the steps descend the loss
-        tuned[name] = fns.adapted_scores(episode, 5, 0.2, sx, sy, qx, 3)
+        tuned[name] = fns.adapted_scores(episode, trial, 5, 0.2, 0.0)
+        # the transductive term makes the model surer of the trial's own queries
+        sure = fns.adapted_scores(episode, trial, 5, 0.05, 2.0)
+        tuned[name, "entropy"] = sure
+        assert _entropy(sure) < _entropy(fns.adapted_scores(episode, trial, 5, 0.05, 0.0)), name
         np.testing.assert_array_equal(fns.class_scores(sx, sy, qx, 3), plain[name])  # restored
-    moved = np.abs(tuned["torch"] - plain["torch"]).max()
-    gap = np.abs(tuned["torch"] - tuned["keras"]).max()
-    assert gap < 1e-3 * moved, (gap, moved)
+    for key in ("torch", ("torch", "entropy")):
+        other = "keras" if key == "torch" else ("keras", "entropy")
+        moved = np.abs(tuned[key] - plain["torch"]).max()
+        gap = np.abs(tuned[key] - tuned[other]).max()
+        assert gap < 1e-3 * moved, (key, gap, moved)
     np.testing.assert_allclose(plain["torch"], plain["keras"], rtol=1e-4, atol=1e-4)
+
+
+def test_the_objective_reference_adds_the_weighted_query_entropy():
+    uniform, sure = np.zeros((2, 4)), np.array([[50.0, 0, 0, 0], [0, 50.0, 0, 0]])
+    assert FineTuning(1, entropy=0.5).objective(0.25, uniform) == pytest.approx(0.25 + 0.5 * np.log(4))
+    assert FineTuning(1, entropy=0.5).objective(0.25, sure) == pytest.approx(0.25, abs=1e-18)
+    assert FineTuning(1).objective(0.25, uniform) == 0.25
+
+
+def test_each_framework_descends_the_spec_objective(checkpoint):
+    """What each framework's SGD steps descend is the spec's objective: the model's loss on
+    the tuning episode (the cross-entropy of its scores) plus the weighted entropy of its
+    scores for the trial's queries."""
+    from metalearn_tf import evaluate as keras_eval
+    from metalearn_torch import evaluate as torch_eval
+
+    sx, sy, qx = _trial(4)
+    tuning = FineTuning(1, views=2, entropy=0.7)
+    episode, trial = tuning.episode(sx, sy, np.random.default_rng(2)), tuning.trial(sx, sy, qx)
+    for module, model in ((torch_eval, torch_eval._load(str(checkpoint))[0]),
+                          (keras_eval, keras_eval.load_any(str(checkpoint))[0])):
+        fns = module.model_fns(model)
+        logp = log_softmax(np.asarray(fns.class_scores(*episode[:3], 3), np.float64))
+        loss = -np.mean(logp[np.arange(len(episode.query_y)), episode.query_y])
+        expected = tuning.objective(loss, fns.class_scores(sx, sy, qx, 3))
+        if module is torch_eval:
+            model.eval()  # as adapted_scores sets it (Keras: training=False inside)
+        value = module.tuning_objective(model, episode, trial, tuning.entropy)()
+        got = float(value.detach()) if module is torch_eval else float(np.asarray(value))
+        assert got == pytest.approx(expected, rel=1e-5), module.__name__
 
 
 def test_eval_finetune_is_reported_and_zero_steps_change_nothing(checkpoint, tmp_path):
