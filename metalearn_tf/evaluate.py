@@ -64,8 +64,8 @@ def tuning_objective(model: keras.Model, episode: Any, trial: Any,
 
 def adapted_scores(model: keras.Model) -> Callable[..., np.ndarray]:
     """:attr:`~metalearn_shared.evaluation.ModelFns.adapted_scores` of a few-shot model:
-    plain SGD on ``model.make_loss()`` over the episode, ``training=False`` (BatchNorm on its
-    moving statistics, as torch's eval mode), then the class scores; the weights are
+    plain SGD on :func:`tuning_objective`, ``training=False`` (BatchNorm on its moving
+    statistics, as torch's eval mode), then the trial's class scores; the weights are
     restored afterwards, whatever happens."""
     import tensorflow as tf
 

@@ -68,8 +68,8 @@ def tuning_objective(model: nn.Module, episode: Any, trial: Any,
 
 def adapted_scores(model: nn.Module) -> Callable[..., np.ndarray]:
     """:attr:`~metalearn_shared.evaluation.ModelFns.adapted_scores` of a few-shot model:
-    plain SGD on ``model.make_loss()`` over the episode, in eval mode (BatchNorm on its
-    running statistics, as Keras' ``training=False``), then the class scores; the weights
+    plain SGD on :func:`tuning_objective`, in eval mode (BatchNorm on its running
+    statistics, as Keras' ``training=False``), then the trial's class scores; the weights
     are restored in place afterwards, whatever happens."""
     score = class_scores(model)
 
