@@ -169,6 +169,14 @@ def test_eval_finetune_is_reported_and_zero_steps_change_nothing(checkpoint, tmp
     assert run(tmp_path / "zero", "--finetune", "0")["accuracy"] == plain["accuracy"]
 
 
+def test_eval_finetune_bad_settings_and_the_official_runs_are_named(checkpoint, tmp_path, capsys):
+    base = ["eval", str(checkpoint), "--episodes", "2", *TINY]
+    assert main([*base, "--finetune", "1", "--finetune-lr", "0"]) != 0
+    assert "--finetune-lr > 0" in capsys.readouterr().err
+    assert main([*base, "--finetune", "1", "--lake-runs", str(tmp_path)]) != 0
+    assert "the official runs (--lake-runs) are scored without it" in capsys.readouterr().err
+
+
 def test_eval_finetune_refuses_a_pair_model(tmp_path, capsys):
     pytest.importorskip("torch")
     out = tmp_path / "siamese"
