@@ -45,13 +45,21 @@ sequence() {  # model steps: MANN / LSTM, 5-way, 10 samples per class, 20x20, ba
 }
 
 mann_final() {  # the MANN of docs/results.md's table "trained in each framework": S = 10
-  # reads, the santoro distortion, batch 4, Adam 1e-3, 40,000 steps (160k episodes), XLA /
-  # torch.compile; evaluated on the same 1000 held-out episodes in its own framework
+  # reads, the santoro distortion, batch 4, Adam, XLA / torch.compile, through the
+  # learning-rate schedule MANN_SCHEDULE ("LR:STEPS …", STEPS the running total, each
+  # phase resuming the last): by default the Keras run's, 1e-3 to 160k episodes, 3e-4 and
+  # 1e-4 for 32k each, a restart at 1e-3 for 64k and 3e-4 for 32k (320k). The PyTorch run
+  # was "1e-3:64000 3e-4:72000 1e-4:80000". Evaluated on the same 1000 held-out episodes in
+  # its own framework.
   for fw in ${FRAMEWORKS:-torch tf}; do
-    metalearn train --framework $fw --model mann "${DATA[@]}" --rotations --size 20 \
-      --ways 5 --samples-per-class 10 --batch 4 --optimizer adam --lr 1e-3 --compile \
-      --read-sharpness 10 --augment santoro --steps "${MANN_STEPS:-40000}" \
-      --checkpoint-every 4000 --out "$OUT/exp-mann-final-$fw"
+    local resume=()
+    for phase in ${MANN_SCHEDULE:-1e-3:40000 3e-4:48000 1e-4:56000 1e-3:72000 3e-4:80000}; do
+      metalearn train --framework $fw --model mann "${DATA[@]}" --rotations --size 20 \
+        --ways 5 --samples-per-class 10 --batch 4 --optimizer adam --lr "${phase%%:*}" \
+        --compile --read-sharpness 10 --augment santoro --steps "${phase##*:}" \
+        --checkpoint-every 4000 --out "$OUT/exp-mann-final-$fw" "${resume[@]}"
+      resume=(--resume)
+    done
     metalearn eval --framework $fw "$OUT/exp-mann-final-$fw/checkpoint.safetensors" "${DATA[@]}" \
       --size 20 --ways 5 --samples-per-class 10 --episodes 1000 --out "$OUT/exp-mann-final-$fw/eval-$fw"
   done
