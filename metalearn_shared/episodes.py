@@ -29,12 +29,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from metalearn_shared.augment import (
-    KochAffine,
-    _affine_warp,
-    _augment_ranges,
-    _koch_params,
-)
+from metalearn_shared.augment import KochAffine, _affine_warp, _augment_ranges, _koch_params
 from metalearn_shared.data.dataset import ImageDataset
 from metalearn_shared.sampling import (
     _check_classes,
