@@ -16,7 +16,7 @@ from metalearn_shared.losses import log_softmax
 
 __all__ = ["PROTOCOLS", "Ensemble", "FineTuning", "Member", "ModelFns", "SupportFineTuning",
            "TestTimeAugmentation", "ensemble", "evaluate", "lake_runs", "main_eval",
-           "recorded_data", "resolve_eval_data"]
+           "recorded_data", "resolve_eval_data", "tunable"]
 
 #: ``metalearn eval --protocol``: random episodes of the held-out classes (``--ways``,
 #: ``--shots``, ``--queries``), or Lake et al.'s within-alphabet 20-way one-shot trials on
@@ -185,6 +185,17 @@ def _episode(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, qy: np.ndarray) -> 
                           np.arange(int(sy.max()) + 1, dtype=np.int64), none, none)
 
 
+def tunable(model: str) -> bool:
+    """Whether ``--finetune`` applies to the model ``model`` names: a few-shot model with no
+    inner loop of its own (ProtoNet). A pair or sequence model has no few-shot loss, and the
+    MAML family adapts to the support set itself (its evaluation forward is not built to be
+    differentiated again)."""
+    from metalearn_shared import models, registry
+
+    spec = models.get(model)
+    return spec.family == "fewshot" and registry.INNER_LOOP not in spec.tags
+
+
 class SupportFineTuning:
     """A few-shot model fine-tuned on each trial's support set before it scores the trial
     (:class:`FineTuning`). The distortions of the ``i``-th trial are drawn from ``(seed,
@@ -193,9 +204,10 @@ class SupportFineTuning:
 
     def __init__(self, fns: ModelFns, tuning: FineTuning, seed: int = 0) -> None:
         if fns.adapted_scores is None:
-            raise ValueError("--finetune tunes a few-shot model (protonet, the MAML family) on "
-                             "each trial's support set; a pair or sequence model has no "
-                             "few-shot loss to tune. Leave --finetune out for this model.")
+            raise ValueError("--finetune tunes a few-shot model without an inner loop "
+                             "(protonet) on each trial's support set; a pair or sequence model "
+                             "has no few-shot loss to tune, and the MAML family adapts to the "
+                             "support set itself. Leave --finetune out for this model.")
         self.inner, self.tuning, self.seed = fns, tuning, seed
         self._episodes = 0
 

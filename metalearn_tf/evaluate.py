@@ -15,7 +15,6 @@ import numpy as np
 from keras import ops
 
 from metalearn_shared import evaluation as E
-from metalearn_shared import models
 from metalearn_shared import training as T
 from metalearn_shared.predict import ClassScores
 from metalearn_tf.checkpoint import load_checkpoint
@@ -102,11 +101,10 @@ def model_fns(model: keras.Model) -> E.ModelFns:
     def logits(x: np.ndarray, prev_label: np.ndarray) -> np.ndarray:
         return np_(model((x, prev_label), training=False))
 
-    few_shot = models.get(model.config.model).family == "fewshot"
     return E.ModelFns(predict=predict, logits=logits,
                       scores=scores if hasattr(model, "one_shot_scores") else None,
                       class_scores=class_scores(model) if hasattr(model, "predict_episode") else None,
-                      adapted_scores=adapted_scores(model) if few_shot else None)
+                      adapted_scores=adapted_scores(model) if E.tunable(model.config.model) else None)
 
 
 def evaluate_model(model: keras.Model, setup: T.TrainSetup, episodes: int,

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metalearn_shared import evaluation as E
-from metalearn_shared import models
 from metalearn_shared import training as T
 from metalearn_shared.predict import ClassScores
 from metalearn_torch.checkpoint import load_checkpoint
@@ -113,11 +112,10 @@ def model_fns(model: nn.Module) -> E.ModelFns:
         with inference(model):
             return model(t(x), t(prev_label)).cpu().numpy()
 
-    few_shot = models.get(model.config.model).family == "fewshot"
     return E.ModelFns(predict=predict, logits=logits,
                       scores=scores if hasattr(model, "one_shot_scores") else None,
                       class_scores=class_scores(model) if hasattr(model, "predict_episode") else None,
-                      adapted_scores=adapted_scores(model) if few_shot else None)
+                      adapted_scores=adapted_scores(model) if E.tunable(model.config.model) else None)
 
 
 def evaluate_model(model: nn.Module, setup: T.TrainSetup, episodes: int,

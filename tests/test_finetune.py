@@ -177,11 +177,12 @@ def test_eval_finetune_bad_settings_and_the_official_runs_are_named(checkpoint, 
     assert "the official runs (--lake-runs) are scored without it" in capsys.readouterr().err
 
 
-def test_eval_finetune_refuses_a_pair_model(tmp_path, capsys):
+@pytest.mark.parametrize("model", ["siamese", "maml"])
+def test_eval_finetune_refuses_pair_and_inner_loop_models(model, tmp_path, capsys):
     pytest.importorskip("torch")
-    out = tmp_path / "siamese"
-    assert main(["train", "--framework", "torch", "--model", "siamese", "--batch", "4",
-                 "--steps", "1", "--out", str(out)]) == 0
+    out = tmp_path / model
+    assert main(["train", "--framework", "torch", "--model", model, "--batch", "4",
+                 "--steps", "1", "--out", str(out), *TINY]) == 0
     assert main(["eval", str(out / "checkpoint.safetensors"), "--episodes", "2",
                  "--finetune", "1", *TINY]) != 0
-    assert "a pair or sequence model has no few-shot loss" in capsys.readouterr().err
+    assert "the MAML family adapts to the support set itself" in capsys.readouterr().err
