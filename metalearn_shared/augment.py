@@ -12,11 +12,12 @@ numpy only; used by :class:`~metalearn_shared.episodes.PairSampler` and
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AUGMENTS", "KochAffine", "SANTORO_AFFINE", "augment_spec", "param_count"]
+__all__ = ["AUGMENTS", "KochAffine", "SANTORO_AFFINE", "augment_spec", "distort", "param_count"]
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,15 @@ def param_count(spec: KochAffine, shape: tuple[int, int]) -> int:
     return 7 + (2 * shape[0] * shape[1] if spec.elastic else 0)
 
 
+@functools.lru_cache(maxsize=16)
 def _gaussian_rows(size: int, sigma: float) -> np.ndarray:
     """``(size, size)`` Gaussian smoothing matrix, each row summing to 1 (so the border
-    averages what lies inside the image)."""
+    averages what lies inside the image); built once per size and sigma, not per episode."""
     d = np.arange(size, dtype=np.float64)
     g = np.exp(-0.5 * ((d[:, None] - d[None, :]) / sigma) ** 2)
-    return g / g.sum(axis=1, keepdims=True)
+    g = (g / g.sum(axis=1, keepdims=True)).astype(np.float32)
+    g.setflags(write=False)  # shared by every caller
+    return g
 
 
 def _elastic_fields(rng: np.random.Generator, spec: KochAffine, n: tuple[int, ...],
@@ -123,12 +127,12 @@ def _elastic_fields(rng: np.random.Generator, spec: KochAffine, n: tuple[int, ..
     whose root-mean-square length is ``spec.elastic`` of the side."""
     h, w = shape
     side = max(h, w)
-    noise = rng.standard_normal((*n, 2, h, w))
+    noise = rng.standard_normal((*n, 2, h, w), dtype=np.float32)
     field = _gaussian_rows(h, spec.elastic_sigma * side) @ noise @ _gaussian_rows(
         w, spec.elastic_sigma * side).T
     rms = np.sqrt(np.mean(np.sum(field**2, axis=-3), axis=(-2, -1), keepdims=True))[..., None, :, :]
-    field = field * (spec.elastic * side / np.maximum(rms, 1e-12))
-    return field.reshape(*n, 2 * h * w).astype(np.float32)
+    field *= np.float32(spec.elastic * side) / np.maximum(rms, np.float32(1e-12))
+    return field.reshape(*n, 2 * h * w)
 
 
 def _koch_params(
@@ -166,6 +170,12 @@ def _koch_params(
     if not spec.elastic:
         return affine
     return np.concatenate([affine, _elastic_fields(rng, spec, n, shape)], axis=-1)
+
+
+def distort(images: np.ndarray, rng: np.random.Generator, spec: KochAffine) -> np.ndarray:
+    """``float32 (N, H, W)`` images, each distorted by its own draw from ``spec`` out of
+    ``rng`` (what test-time views and fine-tuning queries are made of)."""
+    return _affine_warp(images, _koch_params(rng, spec, (len(images),), images.shape[-2:]))
 
 
 def _affine_warp(images: np.ndarray, params: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from metalearn_shared import training as T
-from metalearn_shared.augment import KochAffine, _affine_warp, _koch_params, augment_spec
+from metalearn_shared.augment import KochAffine, augment_spec, distort
 from metalearn_shared.losses import log_softmax
 
 __all__ = ["PROTOCOLS", "Ensemble", "FineTuning", "Member", "ModelFns", "SupportFineTuning",
@@ -72,11 +72,26 @@ def _needs_class_scores(fns: list[ModelFns], what: str) -> None:
                          "a sequence model (MANN, LSTM) has no class scores.")
 
 
-class _MeanProbabilities:
+class _ScoringModel:
+    """A model built on others' class scores (an ensemble, test-time views, fine-tuning):
+    it predicts the argmax of its :meth:`class_scores` and is itself a :class:`ModelFns`, so
+    such models nest."""
+
+    def class_scores(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
+        return np.argmax(self.class_scores(sx, sy, qx, int(np.max(sy)) + 1), axis=1)
+
+    def fns(self) -> ModelFns:
+        return ModelFns(predict=self.predict, class_scores=self.class_scores)
+
+
+class _MeanProbabilities(_ScoringModel):
     """A model whose class probabilities are the mean of several score tables' softmaxes
     (:meth:`_scores` yields them: an ensemble's members, or augmented views of an episode);
     its class scores are the log of that mean, so such models nest (an ensemble of
-    test-time-augmented members), and it predicts their argmax."""
+    test-time-augmented members)."""
 
     def _scores(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> Any:
         raise NotImplementedError
@@ -84,12 +99,6 @@ class _MeanProbabilities:
     def class_scores(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray, ways: int) -> np.ndarray:
         """``log`` of the mean class probabilities ``(Q, ways)``."""
         return np.log(np.mean([_probabilities(s) for s in self._scores(sx, sy, qx, ways)], axis=0))
-
-    def predict(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
-        return np.argmax(self.class_scores(sx, sy, qx, int(np.max(sy)) + 1), axis=1)
-
-    def fns(self) -> ModelFns:
-        return ModelFns(predict=self.predict, class_scores=self.class_scores)
 
 
 class TestTimeAugmentation(_MeanProbabilities):
@@ -121,8 +130,7 @@ class TestTimeAugmentation(_MeanProbabilities):
         yield self.inner.class_scores(sx, sy, qx, ways)
         images = np.concatenate([sx, qx])
         for _ in range(1, self.views):
-            params = _koch_params(rng, self.spec, (len(images),), images.shape[-2:])
-            view = _affine_warp(images, params)
+            view = distort(images, rng, self.spec)
             yield self.inner.class_scores(view[:len(sx)], sy, view[len(sx):], ways)
 
 
@@ -160,9 +168,8 @@ class FineTuning:
         """The episode tuned on: support ``(sx, sy)``; queries ``views`` distortions of each
         support image drawn from ``rng``, class-major like ``sy``."""
         x = np.repeat(np.asarray(sx, np.float32), self.views, axis=0)
-        qx = _affine_warp(x, _koch_params(rng, augment_spec(self.augment), (len(x),),
-                                          x.shape[-2:]))
-        return _episode(sx, sy, qx, np.repeat(sy, self.views))
+        return _episode(sx, sy, distort(x, rng, augment_spec(self.augment)),
+                        np.repeat(sy, self.views))
 
     @staticmethod
     def trial(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> Any:
@@ -196,7 +203,7 @@ def tunable(model: str) -> bool:
     return spec.family == "fewshot" and registry.INNER_LOOP not in spec.tags
 
 
-class SupportFineTuning:
+class SupportFineTuning(_ScoringModel):
     """A few-shot model fine-tuned on each trial's support set before it scores the trial
     (:class:`FineTuning`). The distortions of the ``i``-th trial are drawn from ``(seed,
     i)``, so an evaluation is reproducible, and the same weights tuned in PyTorch and in
@@ -219,12 +226,6 @@ class SupportFineTuning:
         t = self.tuning
         return self.inner.adapted_scores(t.episode(sx, sy, rng), t.trial(sx, sy, qx), t.steps,
                                          t.lr, t.entropy)
-
-    def predict(self, sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
-        return np.argmax(self.class_scores(sx, sy, qx, int(np.max(sy)) + 1), axis=1)
-
-    def fns(self) -> ModelFns:
-        return ModelFns(predict=self.predict, class_scores=self.class_scores)
 
 
 class Ensemble(_MeanProbabilities):
