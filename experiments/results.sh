@@ -3,7 +3,7 @@
 # background sets (small1 + small2 = 242 characters, 8 alphabets), alphabet-disjoint split
 # (6 train / 2 test alphabets, seed 0), rotations as extra training classes.
 # One CPU thread per run, so that two runs can share a 2-core machine.
-#   usage: OMNIGLOT=path/to/folder bash experiments/results.sh [protonet|siamese|mann|mann-final|lstm|maml-final|maml|fomaml|metasgd|anil|reptile ...]
+#   usage: OMNIGLOT=path/to/folder bash experiments/results.sh [protonet|siamese|mann|mann-final|lstm|lstm-final|maml-final|maml|fomaml|metasgd|anil|reptile ...]
 set -euo pipefail
 OMNIGLOT=${OMNIGLOT:-../shared/data/omniglot}
 OUT=${OUT:-runs}
@@ -44,24 +44,29 @@ sequence() {  # model steps: MANN / LSTM, 5-way, 10 samples per class, 20x20, ba
   done
 }
 
-mann_final() {  # the MANN of docs/results.md's table "trained in each framework": S = 10
-  # reads, the santoro distortion, batch 4, Adam, XLA / torch.compile, through the
-  # learning-rate schedule MANN_SCHEDULE ("LR:STEPS …", STEPS the running total, each
-  # phase resuming the last): by default the Keras run's, 1e-3 to 160k episodes, 3e-4 and
-  # 1e-4 for 32k each, a restart at 1e-3 for 64k and 3e-4 for 32k (320k). The PyTorch run
-  # was "1e-3:64000 3e-4:72000 1e-4:80000". Evaluated on the same 1000 held-out episodes in
-  # its own framework.
+sequence_final() {  # model: the MANN / LSTM of docs/results.md's table "trained in each
+  # framework": the santoro distortion, batch 4, Adam, XLA / torch.compile, S = 10 reads (MANN),
+  # through a learning-rate schedule ("LR:STEPS …", STEPS the running total, each phase
+  # resuming the last). MANN_SCHEDULE is by default the Keras MANN's: 1e-3 to 160k episodes,
+  # 3e-4 and 1e-4 for 32k each, a restart at 1e-3 for 64k and 3e-4 for 32k (320k); the
+  # PyTorch MANN's was "1e-3:64000 3e-4:72000 1e-4:80000", LSTM_SCHEDULE's default. Evaluated
+  # on the same 1000 held-out episodes in its own framework.
+  local schedule=${LSTM_SCHEDULE:-1e-3:64000 3e-4:72000 1e-4:80000} reads=()
+  if [ "$1" = mann ]; then
+    schedule=${MANN_SCHEDULE:-1e-3:40000 3e-4:48000 1e-4:56000 1e-3:72000 3e-4:80000}
+    reads=(--read-sharpness 10)
+  fi
   for fw in ${FRAMEWORKS:-torch tf}; do
     local resume=()
-    for phase in ${MANN_SCHEDULE:-1e-3:40000 3e-4:48000 1e-4:56000 1e-3:72000 3e-4:80000}; do
-      metalearn train --framework $fw --model mann "${DATA[@]}" --rotations --size 20 \
+    for phase in $schedule; do
+      metalearn train --framework $fw --model "$1" "${DATA[@]}" --rotations --size 20 \
         --ways 5 --samples-per-class 10 --batch 4 --optimizer adam --lr "${phase%%:*}" \
-        --compile --read-sharpness 10 --augment santoro --steps "${phase##*:}" \
-        --checkpoint-every 4000 --out "$OUT/exp-mann-final-$fw" "${resume[@]}"
+        --compile "${reads[@]}" --augment santoro --steps "${phase##*:}" \
+        --checkpoint-every 4000 --out "$OUT/exp-$1-final-$fw" "${resume[@]}"
       resume=(--resume)
     done
-    metalearn eval --framework $fw "$OUT/exp-mann-final-$fw/checkpoint.safetensors" "${DATA[@]}" \
-      --size 20 --ways 5 --samples-per-class 10 --episodes 1000 --out "$OUT/exp-mann-final-$fw/eval-$fw"
+    metalearn eval --framework $fw "$OUT/exp-$1-final-$fw/checkpoint.safetensors" "${DATA[@]}" \
+      --size 20 --ways 5 --samples-per-class 10 --episodes 1000 --out "$OUT/exp-$1-final-$fw/eval-$fw"
   done
 }
 
@@ -101,7 +106,8 @@ for what in "${@:-protonet siamese mann lstm}"; do
     protonet) protonet ;;
     siamese) siamese ;;
     mann) sequence mann "${MANN_STEPS:-4000}" ;;
-    mann-final) mann_final ;;
+    mann-final) sequence_final mann ;;
+    lstm-final) sequence_final lstm ;;
     maml-final) maml_final ;;
     lstm) sequence lstm "${LSTM_STEPS:-2000}" ;;
     maml|fomaml|metasgd|anil|reptile) maml_family "$what" ;;
