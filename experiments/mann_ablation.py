@@ -51,12 +51,15 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="mann", choices=("mann", "lstm"),
                    help="lstm: the paper's LSTM baseline under the same data, budget and "
                         "evaluation (the MANN options --write-vector, --memory-slots, "
-                        "--read-heads and --read-sharpness do not apply)")
+                        "--read-heads, --read-sharpness and --key-strength do not apply)")
     p.add_argument("--write-vector", default="key", choices=("key", "add"))
     p.add_argument("--memory-slots", type=int, default=128, help="memory rows N")
     p.add_argument("--read-heads", type=int, default=4)
     p.add_argument("--read-sharpness", type=float, default=1.0, metavar="S",
                    help="reads weight the slots by softmax(S · cosine); 1 is the paper's")
+    p.add_argument("--key-strength", default="fixed", choices=("fixed", "learned"),
+                   help="learned: the controller sets each head's sharpness per step, "
+                        "starting at S (the NTM's key strength)")
     p.add_argument("--optimizer", default="adam", help="a trainer optimiser name")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--clip", type=float, default=0.0, help="gradient-norm clip (0: none)")
@@ -195,7 +198,7 @@ def train(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     config = (MANNConfig(image_size=20, num_classes=5, write_vector=a.write_vector,
                          memory_slots=a.memory_slots, read_heads=a.read_heads,
-                         read_sharpness=a.read_sharpness)
+                         read_sharpness=a.read_sharpness, key_strength=a.key_strength)
               if a.model == "mann" else LSTMConfig(image_size=20, num_classes=5))
     model = build_model(config, seed=a.seed)
     forward = torch.compile(model) if a.compile else model

@@ -38,6 +38,9 @@ MANN_STRINGS = MANN_SMALL.replace(label_groups=5)
 MANN_ADD = MANN_SMALL.replace(write_vector="add")
 #: Sharpened reads (softmax of 4 × cosine): a port that drops the factor changes every read.
 MANN_SHARP = MANN_SMALL.replace(read_sharpness=4.0)
+#: A learned key strength per head and step (starting at 4): a port that drops the
+#: softplus, its scale or the per-head axis changes every read.
+MANN_STRENGTH = MANN_SHARP.replace(key_strength="learned")
 LSTM_SMALL = LSTMConfig(image_size=8, num_classes=5, controller_units=16)
 LSTM_STRINGS = LSTM_SMALL.replace(label_groups=5)
 
@@ -110,6 +113,8 @@ def test_param_spec_shapes():
     }
     added = {p.name: p.shape for p in param_spec(MANN_ADD)}
     assert added == {**shapes, "cell.add.weight": (reads, 16), "cell.add.bias": (reads,)}
+    strength = {p.name: p.shape for p in param_spec(MANN_STRENGTH)}
+    assert strength == {**shapes, "cell.strength.weight": (3, 16), "cell.strength.bias": (3,)}
     assert {p.name: p.shape for p in param_spec(LSTM_STRINGS)} == {
         "controller.weight_ih": (64, 64 + 25), "controller.weight_hh": (64, 16),
         "controller.bias": (64,), "classifier.weight": (25, 16), "classifier.bias": (25,)}
@@ -203,6 +208,7 @@ def test_cosine_eps_keeps_zero_vectors_finite():
 # -- each framework against the spec ----------------------------------------------------------
 CASES = [pytest.param(MANN_SMALL, id="mann"), pytest.param(MANN_STRINGS, id="mann-strings"),
          pytest.param(MANN_ADD, id="mann-add"), pytest.param(MANN_SHARP, id="mann-sharp"),
+         pytest.param(MANN_STRENGTH, id="mann-strength"),
          pytest.param(LSTM_SMALL, id="lstm"), pytest.param(LSTM_STRINGS, id="lstm-strings")]
 
 
@@ -230,7 +236,8 @@ def test_forward_matches_spec_over_50_steps(name, config):
     assert np.all(np.bincount(ref.least_used[..., 0].ravel(), minlength=12) >= 2)
 
 
-@pytest.mark.parametrize("config", [MANN_SMALL, LSTM_STRINGS], ids=["mann", "lstm-strings"])
+@pytest.mark.parametrize("config", [MANN_SMALL, MANN_STRENGTH, LSTM_STRINGS],
+                         ids=["mann", "mann-strength", "lstm-strings"])
 @pytest.mark.parametrize("name", FRAMEWORKS)
 def test_param_names_equal_spec(name, config):
     build, _ = _fw(name)
@@ -425,6 +432,25 @@ def test_read_sharpness_sharpens_the_reads_and_must_be_positive():
         MANNConfig(read_sharpness=0.0)
 
 
+def test_a_learned_key_strength_starts_at_the_fixed_one_and_varies_per_head():
+    """With the strength layer's weights at zero every head reads at ``s`` exactly as the
+    fixed rule does; with weights, the strengths are positive and differ by head and step."""
+    rng = np.random.default_rng(0)
+    params = {p.name: rng.normal(0, 0.5, p.shape) for p in param_spec(MANN_STRENGTH)}
+    (x, prev), _ = _episodes(MANN_STRENGTH)
+    zero = {**params, "cell.strength.weight": np.zeros((3, 16)), "cell.strength.bias": np.zeros(3)}
+    fixed = {k: v for k, v in params.items() if not k.startswith("cell.strength.")}
+    np.testing.assert_allclose(mann_spec.reference_forward(zero, MANN_STRENGTH, x, prev).logits,
+                               mann_spec.reference_forward(fixed, MANN_SHARP, x, prev).logits,
+                               rtol=1e-12, atol=1e-12)
+    h = rng.normal(0, 1, (4, 16))
+    strengths = mann_spec.read_strength(params, MANN_STRENGTH, h)[..., 0]  # (4, 3)
+    assert strengths.shape == (4, 3) and np.all(strengths > 0)
+    assert np.ptp(strengths, axis=1).min() > 0.1 and np.ptp(strengths, axis=0).min() > 0.1
+    with pytest.raises(ValueError, match=r"key_strength.*'fixed', 'learned'.*'adaptive'"):
+        MANNConfig(key_strength="adaptive")
+
+
 def test_write_vector_from_the_command_line_and_back():
     """``metalearn train --model mann --write-vector add`` builds the add-vector MANN, and
     ``metalearn eval`` reads the option back from a checkpoint's config."""
@@ -442,3 +468,6 @@ def test_write_vector_from_the_command_line_and_back():
     sharp = build_parser().parse_args(["train", "--model", "mann", "--read-sharpness", "8"])
     assert spec.config_from_args(sharp, 20).read_sharpness == 8.0
     assert spec.args_from_config(spec.config_from_args(sharp, 20))["read_sharpness"] == 8.0
+    assert spec.config_from_args(default, 20).key_strength == "fixed"
+    learned = build_parser().parse_args(["train", "--model", "mann", "--key-strength", "learned"])
+    assert spec.args_from_config(spec.config_from_args(learned, 20))["key_strength"] == "learned"

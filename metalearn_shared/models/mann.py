@@ -56,6 +56,11 @@ One step, in this order (write, then read — as the reference implementation):
        more than ``e^2`` times another: over ``N = 128`` slots the best match gets at most
        ``e / (e + 127/e) ≈ 5.5%`` — the trained MANN's reads are nearly uniform
        (``docs/results.md``). A constant ``s > 1`` sharpens every read alike.
+       ``key_strength="learned"`` lets the controller choose each head's sharpness at
+       every step, as the NTM's key strength ``β`` (Graves et al. 2014, Eq. 5):
+       ``s_t(j) = s · softplus(W_β h_t + b_β)_j / ln 2`` — positive, and ``s`` where the
+       pre-activation is 0 (the initial bias), so a learned run starts where the fixed one
+       is and moves each head's focus from there.
     7. Usage: ``w^u_t = γ w^u_{t-1} + sum_j w^r_t(j) + sum_j w^w_t(j)``.
     8. Output: ``logits_t = W_o [h_t ; r_t] + b_o``; ``G`` softmaxes of ``C`` (the model
        returns logits; the loss applies the softmax).
@@ -69,7 +74,8 @@ Parameters (canonical names; see :func:`param_spec`):
     ``cell.controller.{weight_ih (4U, I+L+H*W), weight_hh (4U, U), bias (4U,)}``,
     ``cell.key.{weight (H*W, U), bias}``, ``cell.alpha.{weight (H, U), bias}``,
     ``cell.classifier.{weight (C*G, U+H*W), bias}``; with ``write_vector="add"`` also
-    ``cell.add.{weight (H*W, U), bias}``.
+    ``cell.add.{weight (H*W, U), bias}``; with ``key_strength="learned"`` also
+    ``cell.strength.{weight (H, U), bias}``.
 
 Task contract: the LSTM baseline's (:func:`metalearn_shared.models.lstm.inputs_and_target`,
 re-exported here so that every model's spec module has one).
@@ -101,16 +107,20 @@ from metalearn_shared.weights import ParamSpec, dense, lstm_cell
 
 #: What the LRUA writes: the key (the paper's Eq. 23) or a separate add vector.
 WRITE_VECTORS = ("key", "add")
+#: How sharp a read is: the constant ``read_sharpness`` or a per-head, per-step strength.
+KEY_STRENGTHS = ("fixed", "learned")
 
 __all__ = [
     "MANNConfig",
     "WRITE_VECTORS",
+    "KEY_STRENGTHS",
     "SPEC",
     "param_spec",
     "MANNTrace",
     "cosine",
     "least_used_ranks",
     "least_used_slots",
+    "read_strength",
     "reference_forward",
     "inputs_and_target",
 ]
@@ -134,6 +144,8 @@ class MANNConfig(SequenceSizes, ConfigMixin):
             add vector, as the reference implementation; see the module docstring).
         read_sharpness: the constant ``s`` the cosines are multiplied by before the read
             softmax; 1 (the paper's Eq. 17) by default (see the module docstring, step 6).
+        key_strength: ``"fixed"`` (every read at ``read_sharpness``) or ``"learned"`` (the
+            controller sets each head's sharpness per step, starting at ``read_sharpness``).
     """
 
     model: ClassVar[str] = "mann"
@@ -149,6 +161,7 @@ class MANNConfig(SequenceSizes, ConfigMixin):
     cosine_eps: float = 1e-8
     write_vector: str = "key"
     read_sharpness: float = 1.0
+    key_strength: str = "fixed"
 
     def __post_init__(self) -> None:
         check(self.read_sharpness > 0,
@@ -156,6 +169,8 @@ class MANNConfig(SequenceSizes, ConfigMixin):
         check(self.read_heads <= self.memory_slots, "read_heads must not exceed memory_slots.")
         check(self.write_vector in WRITE_VECTORS,
               f"write_vector must be one of {WRITE_VECTORS}; found {self.write_vector!r}.")
+        check(self.key_strength in KEY_STRENGTHS,
+              f"key_strength must be one of {KEY_STRENGTHS}; found {self.key_strength!r}.")
 
 
 class MANNTrace(NamedTuple):
@@ -189,6 +204,7 @@ def param_spec(config: MANNConfig) -> list[ParamSpec]:
         *dense("cell.alpha", units, heads),
         *dense("cell.classifier", units + heads * width, config.label_size),
         *(dense("cell.add", units, heads * width) if config.write_vector == "add" else []),
+        *(dense("cell.strength", units, heads) if config.key_strength == "learned" else []),
     ]
 
 
@@ -236,6 +252,17 @@ def least_used_ranks(usage: np.ndarray) -> np.ndarray:
 def least_used_slots(usage: np.ndarray, n: int) -> np.ndarray:
     """``int64 (B, n)``: the ``n`` least-used slots, least used first, ties by lowest index."""
     return np.argsort(usage, axis=-1, kind="stable")[..., :n]
+
+
+def read_strength(params: Mapping[str, np.ndarray], config: MANNConfig, h: np.ndarray
+                  ) -> float | np.ndarray:
+    """The factor on the cosines before the read softmax (step 6): ``read_sharpness``, or
+    with ``key_strength="learned"`` the ``(B, H, 1)`` strengths
+    ``s · softplus(W_β h + b_β) / ln 2``."""
+    if config.key_strength == "fixed":
+        return config.read_sharpness
+    z = h @ params["cell.strength.weight"].T + params["cell.strength.bias"]  # (B, H)
+    return (config.read_sharpness / np.log(2.0)) * np.logaddexp(0.0, z)[:, :, None]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -296,7 +323,7 @@ def reference_forward(
         memory[rows, lu[:, 0]] = 0.0
         memory = memory + np.sum(write_weights[..., None] * written[:, :, None, :], axis=1)
         # 6. read from the new memory
-        read_weights = _softmax(config.read_sharpness
+        read_weights = _softmax(read_strength(p, config, h)
                                 * cosine(keys, memory, config.cosine_eps))  # (B, H, N)
         read = np.sum(read_weights[..., None] * memory[:, None], axis=2).reshape(b, -1)
         # 7. usage
@@ -313,8 +340,9 @@ def reference_forward(
 
 # -- the model contract (metalearn_shared.registry) -----------------------------------------
 def _parity_cases(tiny: bool) -> list[registry.ParityCase]:
-    """The sequence models' cases; beyond the tiny one, the separate add vector too (torch →
-    Keras: its only new code is one dense layer and what the write adds)."""
+    """The sequence models' cases; beyond the tiny one, the separate add vector and the
+    learned key strength too (torch → Keras: the new code of each is one dense layer and
+    where its output enters the step)."""
     small = {"memory_slots": 16, "memory_width": 6, "read_heads": 3}
     cases = sequence_parity_cases(MANNConfig, "mann", tiny,
                                   {"memory_slots": 8, "memory_width": 4, "read_heads": 2}, small)
@@ -322,8 +350,10 @@ def _parity_cases(tiny: bool) -> list[registry.ParityCase]:
         return cases
     add = MANNConfig(image_size=10, num_classes=registry.PARITY_WAYS, controller_units=24,
                      write_vector="add", **small)
-    return [*cases, registry.ParityCase("mann-add", add, batch=2, glyphs=(12, 10),
-                                        both_directions=False)]
+    strength = add.replace(write_vector="key", key_strength="learned", read_sharpness=4.0)
+    return [*cases, *(registry.ParityCase(name, config, batch=2, glyphs=(12, 10),
+                                          both_directions=False)
+                      for name, config in (("mann-add", add), ("mann-strength", strength)))]
 
 
 def _flops(config: MANNConfig, task: registry.Task) -> tuple[float, float]:
@@ -346,7 +376,7 @@ SPEC = registry.register_model(sequence_spec(
     # Small enough to be quick, large enough that the LRUA reuses every slot (50 steps x 3
     # heads over 16 slots); then the paper's sizes (128 x 40 memory, 4 heads), forward only.
     parity_cases=_parity_cases,
-    # --write-vector and --read-sharpness map onto the config fields of their names
+    # --write-vector, --read-sharpness and --key-strength map onto the config fields of their names
     # (sequence_spec).
     options=(registry.Option(("--write-vector",), {
         "default": None, "choices": WRITE_VECTORS,
@@ -355,7 +385,11 @@ SPEC = registry.register_model(sequence_spec(
              registry.Option(("--read-sharpness",), {
         "default": None, "type": float, "metavar": "S",
         "help": "mann: reads weight the slots by softmax(S · cosine); 1 (the paper's Eq. 17, "
-                "default) cannot focus a read on one of 128 slots"}),),
+                "default) cannot focus a read on one of 128 slots"}),
+             registry.Option(("--key-strength",), {
+        "default": None, "choices": KEY_STRENGTHS,
+        "help": "mann: fixed (every read at --read-sharpness, default) or learned (the "
+                "controller sets each head's sharpness per step, starting at S)"}),),
     workloads=lambda quick: sequence_workloads(MANNConfig, "mann", quick, {
         "controller_units": 16, "memory_slots": 8, "memory_width": 4, "read_heads": 1}),
     flops=_flops,

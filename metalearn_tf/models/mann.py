@@ -11,6 +11,7 @@ XLA) the whole episode is one ``while`` loop with no host round trip per step.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -63,7 +64,8 @@ class MANNCell(keras.layers.Layer):
     Sublayers (variable paths under ``cell/``): ``controller`` (``LSTMCell`` on
     ``[x_t ; prev_label_t ; r_{t-1}]``), ``key`` (``Dense(H*W)``, tanh), ``alpha``
     (``Dense(H)``, sigmoid), ``classifier`` (``Dense(C*G)`` on ``[h_t ; r_t]``); with
-    ``write_vector="add"``, ``add`` (``Dense(H*W)``, tanh).
+    ``write_vector="add"``, ``add`` (``Dense(H*W)``, tanh); with ``key_strength="learned"``,
+    ``strength`` (``Dense(H)``, softplus).
 
     State (``state_size``, in order): ``h (U)``, ``c (U)``, ``memory (N, W)``,
     ``usage (N)``, ``read_weights (H, N)``, ``read (H*W)``. Output: logits ``(C*G)``.
@@ -82,6 +84,8 @@ class MANNCell(keras.layers.Layer):
         self.classifier = keras.layers.Dense(config.label_size, name="classifier")
         self.add = (keras.layers.Dense(heads * width, name="add")
                     if config.write_vector == "add" else None)
+        self.strength = (keras.layers.Dense(heads, name="strength")
+                         if config.key_strength == "learned" else None)
         self.state_size = [units, units, (slots, width), slots, (heads, slots), heads * width]
         self.output_size = config.label_size
 
@@ -92,8 +96,9 @@ class MANNCell(keras.layers.Layer):
         self.key.build((None, units))
         self.alpha.build((None, units))
         self.classifier.build((None, units + reads))
-        if self.add is not None:
-            self.add.build((None, units))
+        for optional in (self.add, self.strength):
+            if optional is not None:
+                optional.build((None, units))
 
     def get_initial_state(self, batch_size: Any = None) -> list[Any]:
         """The spec's initial state (zeros; memory at ``memory_init``)."""
@@ -139,7 +144,7 @@ class MANNCell(keras.layers.Layer):
         kk = ops.expand_dims(ops.sum(keys * keys, axis=-1), -1)  # (B, H, 1)
         mm = ops.expand_dims(ops.sum(memory * memory, axis=-1), 1)  # (B, 1, N)
         read_weights = ops.softmax(
-            cfg.read_sharpness * (dot / ops.sqrt(kk * mm + cfg.cosine_eps)), axis=-1)
+            self.read_strength(h) * (dot / ops.sqrt(kk * mm + cfg.cosine_eps)), axis=-1)
         read = ops.reshape(ops.matmul(read_weights, memory), (-1, heads * width))  # (B, H*W)
         # 7. usage
         usage = cfg.gamma * usage + ops.sum(read_weights, axis=1) + ops.sum(write, axis=1)
@@ -154,6 +159,14 @@ class MANNCell(keras.layers.Layer):
             return keys
         return ops.reshape(ops.tanh(self.add(h)), (-1, self.config.read_heads,
                                                   self.config.memory_width))
+
+    def read_strength(self, h: Any) -> Any:
+        """The factor on the cosines before the read softmax (spec, ``key_strength``):
+        ``read_sharpness``, or the ``(B, H, 1)`` strengths ``s · softplus(strength(h)) / ln 2``."""
+        if self.strength is None:
+            return self.config.read_sharpness
+        scale = self.config.read_sharpness / math.log(2.0)
+        return scale * ops.expand_dims(ops.softplus(self.strength(h)), -1)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self.config.to_dict()}

@@ -12,6 +12,7 @@ synchronising, and :meth:`MANN.compile_cell` can hand the cell to ``torch.compil
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -78,7 +79,7 @@ class MANNCell(nn.Module):
     Submodules (canonical names under ``cell.``): ``controller`` (:class:`LSTMCell` on
     ``[x_t ; prev_label_t ; r_{t-1}]``), ``key`` (U → H*W, tanh), ``alpha`` (U → H,
     sigmoid), ``classifier`` (U + H*W → C*G); with ``write_vector="add"``, ``add``
-    (U → H*W, tanh).
+    (U → H*W, tanh); with ``key_strength="learned"``, ``strength`` (U → H, softplus).
     """
 
     def __init__(self, config: MANNConfig) -> None:
@@ -92,6 +93,8 @@ class MANNCell(nn.Module):
         self.classifier = glorot_dense(nn.Linear(units + heads * width, config.label_size))
         self.add = (glorot_dense(nn.Linear(units, heads * width))
                     if config.write_vector == "add" else None)
+        self.strength = (glorot_dense(nn.Linear(units, heads))
+                         if config.key_strength == "learned" else None)
 
     def initial_state(self, batch_size: int, like: torch.Tensor) -> MANNState:
         """The spec's initial state, in ``like``'s dtype and device."""
@@ -113,6 +116,14 @@ class MANNCell(nn.Module):
         if self.add is None:
             return keys
         return torch.tanh(self.add(h)).view_as(keys)
+
+    def read_strength(self, h: torch.Tensor) -> float | torch.Tensor:
+        """The factor on the cosines before the read softmax (spec, ``key_strength``):
+        ``read_sharpness``, or the ``(B, H, 1)`` strengths ``s · softplus(strength(h)) / ln 2``."""
+        if self.strength is None:
+            return self.config.read_sharpness
+        scale = self.config.read_sharpness / math.log(2.0)
+        return scale * nn.functional.softplus(self.strength(h)).unsqueeze(-1)
 
     def forward(self, x_t: torch.Tensor, state: MANNState) -> tuple[torch.Tensor, MANNState]:
         """``x_t (B, I + L)`` = ``[image ; prev_label]``, ``state`` → ``(logits (B, C*G), state)``."""
@@ -145,7 +156,7 @@ class MANNCell(nn.Module):
         kk = (keys * keys).sum(-1).unsqueeze(-1)  # (B, H, 1)
         mm = (memory * memory).sum(-1).unsqueeze(1)  # (B, 1, N)
         read_weights = torch.softmax(
-            cfg.read_sharpness * (dot / torch.sqrt(kk * mm + cfg.cosine_eps)), dim=-1)
+            self.read_strength(h) * (dot / torch.sqrt(kk * mm + cfg.cosine_eps)), dim=-1)
         read = torch.bmm(read_weights, memory).flatten(1)  # (B, H*W)
         # 7. usage
         usage = cfg.gamma * state.usage + read_weights.sum(1) + write.sum(1)  # (B, N)

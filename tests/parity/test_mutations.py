@@ -14,7 +14,8 @@ variance; the shared converter's Keras layouts (a conv kernel transposed H <-> W
 flatten-before-dense rows not permuted — each consistently both ways, so a round trip
 still looks right); torch's LRUA ranking breaking usage ties by the highest index; and
 ``TorchAdam`` adding epsilon inside the square root; Keras' Reptile running one inner step
-fewer than asked; Keras' MANN writing its keys where the config asks for add vectors.
+fewer than asked; Keras' MANN writing its keys where the config asks for add vectors, and
+dropping the learned key strength's scale.
 
 One error the new checks cannot see: the reversed LRUA tie rule only relabels memory slots
 (see its row): the slot-level checks (the ``exact`` group: the LRUA's slot choices, the ``spec`` figures of
@@ -118,6 +119,17 @@ def _keras_mann_writes_keys(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(MANNCell, "written", lambda self, h, keys: keys)
 
 
+def _keras_mann_strength_unscaled(mp: pytest.MonkeyPatch) -> None:
+    """Keras' learned key strength is ``s · softplus(z)``, without the spec's ``1 / ln 2``
+    (so it starts at 0.69 s instead of s)."""
+    from keras import ops
+
+    from metalearn_tf.models.mann import MANNCell
+
+    mp.setattr(MANNCell, "read_strength", lambda self, h: self.config.read_sharpness
+               * ops.expand_dims(ops.softplus(self.strength(h)), -1))
+
+
 def _keras_adam_eps_inside(mp: pytest.MonkeyPatch) -> None:
     """``TorchAdam``'s denominator ``sqrt(v_hat + eps)`` instead of ``sqrt(v_hat) + eps``."""
     from keras import ops
@@ -202,6 +214,10 @@ MUTATIONS = [
     Mutation("mann-writes-keys-not-add-vectors", _keras_mann_writes_keys, MANN, "sgd", TO_KERAS,
              frozenset({"exact", "forward", "spec", "grad", "loss", "step", "train"}),
              case="mann-add"),
+    # exact inf, forward 1.2e5, spec 1.5e5, loss 2.8e4, grad 3.9e3, step 1.7e4, train 2.0e3
+    Mutation("mann-key-strength-unscaled", _keras_mann_strength_unscaled, MANN, "sgd",
+             TO_KERAS, frozenset({"exact", "forward", "spec", "grad", "loss", "step", "train"}),
+             case="mann-strength"),
     # update 67; step 6e-3, train 0.08 (Adam's forced steps of trainables are left to
     # ``update``, and its free-running floor is wide: see metalearn_shared.parity)
     Mutation("adam-eps-inside-sqrt", _keras_adam_eps_inside, PROTONET, "adam-torch", TO_KERAS,
