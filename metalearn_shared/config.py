@@ -29,11 +29,15 @@ __all__ = [
     "EPISODE_CLASSES",
     "ModelConfig",
     "BACKBONES",
+    "RESNET12_GROWTH",
     "MEMORY_FORMATS",
     "check",
 ]
 
-BACKBONES = ("conv4", "seed")
+BACKBONES = ("conv4", "seed", "resnet12")
+#: ResNet-12's channels per block, in multiples of ``hidden`` (64 gives 64-160-320-640,
+#: the ResNet-12 of Oreshkin et al. 2018 and Lee et al. 2019).
+RESNET12_GROWTH = (1.0, 2.5, 5.0, 10.0)
 
 
 class ConfigMixin:
@@ -81,9 +85,12 @@ class BackboneConfig(ConfigMixin):
     Attributes:
         name: ``"conv4"`` (4 × [Conv 64@3×3 same, BatchNorm, ReLU, MaxPool 2], the standard
             few-shot backbone) or ``"seed"`` (the seed document's network: Conv 64@5×5, ReLU,
-            MaxPool 2; Conv 128@5×5, ReLU, MaxPool 2; Dense 1024, ReLU; Dense 128).
+            MaxPool 2; Conv 128@5×5, ReLU, MaxPool 2; Dense 1024, ReLU; Dense 128) or
+            ``"resnet12"`` (4 residual blocks of three 3×3 convs, MaxPool 2 after each;
+            :mod:`metalearn_shared.models.backbones`).
         image_size: input height = width in pixels (single channel).
-        hidden: conv channels of ``conv4``.
+        hidden: conv channels of ``conv4``; ``resnet12``'s first block's channels (the
+            others: :data:`RESNET12_GROWTH` times it).
         embedding_dim: output size of ``seed``'s last dense layer.
         bn_momentum: **torch convention**: ``running = (1 - m) running + m batch``. Keras'
             momentum is ``1 - m`` (see :attr:`keras_bn_momentum`).
@@ -119,7 +126,14 @@ class BackboneConfig(ConfigMixin):
         s = self.image_size
         for _ in range(4):
             s //= 2
-        return self.hidden * s * s
+        return self.block_channels[-1] * s * s
+
+    @property
+    def block_channels(self) -> tuple[int, ...]:
+        """Output channels of each of the four blocks of ``conv4`` or ``resnet12``."""
+        if self.name == "resnet12":
+            return tuple(round(g * self.hidden) for g in RESNET12_GROWTH)
+        return (self.hidden,) * 4
 
     @property
     def seed_flat_chw(self) -> tuple[int, int, int]:

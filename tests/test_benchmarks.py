@@ -330,8 +330,8 @@ def test_flop_formulas_match_torch_counter() -> None:
     from metalearn_shared.registry import Task
     from metalearn_torch.models import build_model
 
-    for name in ("seed", "conv4"):
-        config = BackboneConfig(name=name)
+    for config in (BackboneConfig("seed"), BackboneConfig("conv4"),
+                   BackboneConfig("resnet12", hidden=8)):
         net = build_model(SiameseConfig(backbone=config), seed=0).embedding
         x = torch.rand(2, 28, 28)
         with FlopCounterMode(display=False) as fwd:

@@ -120,9 +120,20 @@ def test_a_wider_conv4_trains_and_evaluates_the_same_in_both_frameworks(tmp_path
         assert main(["train", "--model", model, "--width", "8", "--steps", "1", "--batch", "2",
                      "--out", str(tmp_path / model), *tiny]) == 0
         assert _run_json(tmp_path / model)["model"]["backbone"]["hidden"] == 8
+    resnet = tmp_path / "resnet12"  # --width is ResNet-12's first block: 4-10-20-40 here
+    assert main(["train", "--framework", "keras", "--model", "protonet", "--backbone",
+                 "resnet12", "--width", "4", "--steps", "1", "--out", str(resnet), *tiny]) == 0
+    arrays, _ = load_canonical(resnet / "checkpoint.safetensors")
+    assert arrays["embedding.block4.conv3.weight"].shape == (40, 40, 3, 3)
+    scores = []
+    for fw in ("torch", "keras"):
+        assert main(["eval", "--framework", fw, str(resnet / "checkpoint.safetensors"),
+                     "--episodes", "4", "--out", str(resnet / fw), *tiny]) == 0
+        scores.append(json.loads((resnet / fw / "eval.json").read_text())["accuracy"])
+    assert scores[0] == scores[1]
     assert main(["train", "--model", "protonet", "--backbone", "seed", "--width", "8",
                  "--steps", "1", "--out", str(tmp_path / "seed")]) != 0
-    assert "--width sets conv4's channels" in capsys.readouterr().err
+    assert "--width sets conv4's or resnet12's channels" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)

@@ -22,7 +22,13 @@ from metalearn_shared.episodes import FewShotSampler, PairSampler
 from metalearn_shared.models import param_spec
 from metalearn_shared.models import protonet as protonet_spec
 from metalearn_shared.models import siamese as siamese_spec
-from metalearn_shared.models.backbones import backbone_forward, embedding_chw, flat_hwc_to_chw
+from metalearn_shared.models.backbones import (
+    backbone_forward,
+    backbone_spec,
+    embedding_chw,
+    flat_hwc_to_chw,
+    variant_backbones,
+)
 from metalearn_shared.models.protonet import ProtoNetConfig
 from metalearn_shared.models.siamese import SiameseConfig
 from metalearn_shared.tolerances import assert_close, assert_close_scaled
@@ -31,6 +37,8 @@ from metalearn_shared.weights import framework_shape
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 S = 28  # image size
+#: Every backbone as the parity suite runs it (ResNet-12 narrow, at 16 px).
+BACKBONE = {b.name: b for b in variant_backbones(S)}
 
 
 def _configs() -> list:
@@ -232,12 +240,30 @@ def test_seed_makes_initial_weights_repeat(fw):
     assert any(not np.array_equal(a[n], c[n]) for n in a)
 
 
+def test_resnet12_blocks_and_the_single_channel_shortcut():
+    """ResNet-12's channels grow 1 : 2.5 : 5 : 10 (64-160-320-640 by default), each block
+    has three 3×3 conv-BN and a 1×1 shortcut conv; only block 1's, reading the one-channel
+    image, has no BatchNorm (it would make the conv scale-invariant: see the spec)."""
+    assert BackboneConfig("resnet12").block_channels == (64, 160, 320, 640)
+    assert BackboneConfig("resnet12").output_dim == 640  # 28 px: a 1×1 final map
+    spec = {p.name: p.shape for p in backbone_spec(BackboneConfig("resnet12", hidden=8))}
+    assert spec["embedding.block1.conv1.weight"] == (8, 1, 3, 3)
+    assert spec["embedding.block1.shortcut.weight"] == (8, 1, 1, 1)
+    assert spec["embedding.block2.conv1.weight"] == (20, 8, 3, 3)
+    assert spec["embedding.block4.shortcut.weight"] == (80, 40, 1, 1)
+    assert spec["embedding.block4.conv3.weight"] == (80, 80, 3, 3)
+    norms = {n.split(".")[1] for n in spec if ".shortcut_bn." in n}
+    assert norms == {"block2", "block3", "block4"}
+    assert len(spec) == 4 * (3 * 5 + 1) + 3 * 4
+
+
 # -- shapes and bad input ------------------------------------------------------------------
-@pytest.mark.parametrize("backbone", ["conv4", "seed"])
+@pytest.mark.parametrize("backbone", list(BACKBONE))
 def test_output_shapes_and_native_layout(fw, backbone):
     rng = _rng()
-    bb = BackboneConfig(backbone)
-    x1, x2 = rng.random((2, 4, S, S), dtype=np.float32)
+    bb = BACKBONE[backbone]
+    s = bb.image_size
+    x1, x2 = rng.random((2, 4, s, s), dtype=np.float32)
     siamese = fw.build(SiameseConfig(bb, head="koch"))
     out = fw.pairs(siamese, x1, x2)
     assert out.shape == (4,)
@@ -245,7 +271,7 @@ def test_output_shapes_and_native_layout(fw, backbone):
     assert fw.embed(siamese, x1).shape == (4, bb.output_dim)
 
     proto = fw.build(ProtoNetConfig(bb))
-    sx, qx = rng.random((6, S, S), dtype=np.float32), rng.random((9, S, S), dtype=np.float32)
+    sx, qx = rng.random((6, s, s), dtype=np.float32), rng.random((9, s, s), dtype=np.float32)
     sy = np.repeat(np.arange(3), 2)
     logits = fw.logits(proto, sx, sy, qx)
     assert logits.shape == (9, 3)
@@ -304,20 +330,22 @@ def test_batched_episodes_are_refused_by_the_task_contract(glyphs):
 
 # -- the backbones against the numpy reference forward pass ---------------------------------
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
-@pytest.mark.parametrize("backbone", ["conv4", "seed"])
+@pytest.mark.parametrize("backbone", list(BACKBONE))
 def test_backbone_matches_numpy_reference(fw, glyphs, backbone, training):
-    config = ProtoNetConfig(BackboneConfig(backbone))
+    config = ProtoNetConfig(BACKBONE[backbone])
     model = fw.build(config)
     before = _perturb_bn(fw, model)
-    x = glyphs.images[:16].astype(np.float32) / 255  # (16, 28, 28)
+    s = config.backbone.image_size
+    x = glyphs.images[:16, :s, :s].astype(np.float32) / 255  # (16, s, s): the top-left crop
     ref, ref_stats = backbone_forward(before, x, config.backbone, training=training)
     assert_close_scaled(fw.embed(model, x, training=training), ref, "forward", what="embedding")
     after = fw.ckpt.get_canonical(model)
     for name in ref_stats:  # torch's update: unbiased variance, running = (1-m) r + m batch
         assert_close_scaled(after[name], ref_stats[name], "forward", what=name)
-    if training and backbone == "conv4":
-        assert ref_stats and not np.allclose(ref_stats["embedding.bn4.running_var"],
-                                             before["embedding.bn4.running_var"])
+    if training and backbone != "seed":
+        last = "embedding.bn4" if backbone == "conv4" else "embedding.block4.shortcut_bn"
+        assert ref_stats and not np.allclose(ref_stats[f"{last}.running_var"],
+                                             before[f"{last}.running_var"])
     else:
         for name in before:
             np.testing.assert_array_equal(after[name], before[name], err_msg=name)
@@ -547,9 +575,10 @@ def test_torch_channels_last_gives_the_same_outputs(glyphs):
     torch = pytest.importorskip("torch")
     from metalearn_torch.models import build_model
 
-    x = torch.from_numpy(glyphs.images[:8].astype(np.float32) / 255)
-    for backbone in ("conv4", "seed"):
-        model = build_model(SiameseConfig(BackboneConfig(backbone)), seed=0).eval()
+    for backbone in BACKBONE.values():
+        s = backbone.image_size
+        x = torch.from_numpy(glyphs.images[:8, :s, :s].astype(np.float32) / 255)
+        model = build_model(SiameseConfig(backbone), seed=0).eval()
         ref = model.embed(x)
         model = model.to(memory_format=torch.channels_last)
         assert model.embedding.prepare(x).is_contiguous(memory_format=torch.channels_last)

@@ -1,7 +1,7 @@
 """The embedding networks (backbones) both frameworks implement: weight spec, input contract
 and a numpy reference forward pass.
 
-Two backbones, chosen by :attr:`BackboneConfig.name`:
+Three backbones, chosen by :attr:`BackboneConfig.name`:
 
 ``seed``
     The seed document's network: Conv 64@5×5 (valid), ReLU, MaxPool 2; Conv 128@5×5 (valid),
@@ -14,6 +14,22 @@ Two backbones, chosen by :attr:`BackboneConfig.name`:
     BatchNorm that follows subtracts the mean, so a bias would be cancelled — its true
     gradient is 0 and the computed one is float32 rounding noise, different in each
     framework, that an SGD step would then write into the weights.
+``resnet12``
+    The ResNet-12 of few-shot learning (Oreshkin et al. 2018, TADAM; Lee et al. 2019,
+    MetaOptNet): 4 residual blocks with ``block_channels`` ``hidden`` × (1, 2.5, 5, 10)
+    (64-160-320-640 at the default ``hidden``). Block ``i``: Conv 3×3 same, BatchNorm,
+    LeakyReLU 0.1; Conv 3×3, BatchNorm, LeakyReLU 0.1; Conv 3×3, BatchNorm; plus the
+    shortcut Conv 1×1, BatchNorm; the sum through LeakyReLU 0.1; MaxPool 2; flatten (as
+    ``conv4``: at 28 px the last map is 1×1, so this equals the usual global average pool).
+    No DropBlock (both frameworks would draw different masks). Parameters
+    ``block{i}.conv{1,2,3}``, ``block{i}.bn{1,2,3}``, ``block{i}.shortcut``,
+    ``block{i}.shortcut_bn``; no conv has a bias. One departure, for grayscale input:
+    block 1's shortcut reads one channel, and a 1×1 conv of one channel followed by
+    BatchNorm is scale-invariant — ``BN(w x) = sign(w) BN(x)`` up to epsilon — so its
+    weight's true gradient is about 0, and what each framework computes is float32
+    cancellation noise (it alone exceeded the parity bound for gradients, 1.07 of it at
+    28 px) that SGD would write into the weight, as with a bias before BatchNorm. That
+    shortcut is the 1×1 conv alone (a learned scale per channel): no ``block1.shortcut_bn``.
 
 Flatten order is each framework's own: torch flattens ``(C, H, W)``, Keras ``(H, W, C)``.
 Nothing is transposed inside a model; a dense layer that reads a flattened conv output has
@@ -45,15 +61,23 @@ __all__ = [
     "backbone_from_args",
     "backbone_flops",
     "CONV4_BLOCKS",
+    "RESNET12_SLOPE",
+    "RESNET12_CONVS",
+    "shortcut_norm",
     "backbone_spec",
+    "variant_backbones",
+    "RESNET12_VARIANT",
     "embedding_chw",
     "flat_hwc_to_chw",
     "check_images",
     "backbone_forward",
 ]
 
-#: Conv blocks of ``conv4``.
+#: Conv blocks of ``conv4`` (and residual blocks of ``resnet12``).
 CONV4_BLOCKS = 4
+#: ResNet-12's LeakyReLU slope, and its 3×3 convs per block.
+RESNET12_SLOPE = 0.1
+RESNET12_CONVS = 3
 _SEED_CONV = ((64, 5), (128, 5))  # (channels, kernel) of the seed network's convs
 _SEED_HIDDEN = 1024
 
@@ -79,25 +103,51 @@ def backbone_spec(config: BackboneConfig, prefix: str = "embedding") -> list[Par
         ]
     spec: list[ParamSpec] = []
     in_ch = 1
-    for i in range(1, CONV4_BLOCKS + 1):
-        spec += conv2d(f"{prefix}.conv{i}", in_ch, config.hidden, 3, bias=False)
-        spec += batchnorm(f"{prefix}.bn{i}", config.hidden)
-        in_ch = config.hidden
+    for i, out_ch in enumerate(config.block_channels, start=1):
+        if config.name == "conv4":
+            spec += conv2d(f"{prefix}.conv{i}", in_ch, out_ch, 3, bias=False)
+            spec += batchnorm(f"{prefix}.bn{i}", out_ch)
+        else:
+            block = f"{prefix}.block{i}"
+            for j in range(1, RESNET12_CONVS + 1):
+                spec += conv2d(f"{block}.conv{j}", in_ch if j == 1 else out_ch, out_ch, 3,
+                               bias=False)
+                spec += batchnorm(f"{block}.bn{j}", out_ch)
+            spec += conv2d(f"{block}.shortcut", in_ch, out_ch, 1, bias=False)
+            if shortcut_norm(in_ch):
+                spec += batchnorm(f"{block}.shortcut_bn", out_ch)
+        in_ch = out_ch
     return spec
+
+
+#: The size ResNet-12's test and parity variants take (:func:`variant_backbones`).
+RESNET12_VARIANT = {"image_size": 16, "hidden": 8}
+
+
+def variant_backbones(image_size: int = 28) -> list[BackboneConfig]:
+    """Every backbone as the models' test and parity variants build them: ``conv4`` and
+    ``seed`` at ``image_size`` and their default sizes; ResNet-12 at
+    :data:`RESNET12_VARIANT`, 16 px with 8-20-40-80 channels. Its default 64-160-320-640
+    makes the float64 reference minutes per case, and its gradients pass back through 12
+    conv-BatchNorm layers: at 28 px the float32 summation noise of block 1's conv gradients
+    reached 1.16 of the parity bound when TensorFlow ran its default two-thread pools (0.47
+    at 16 px; 0.48 at 28 px on one thread)."""
+    return [BackboneConfig(b, **(RESNET12_VARIANT if b == "resnet12" else
+                                 {"image_size": image_size})) for b in BACKBONES]
 
 
 def embedding_chw(config: BackboneConfig) -> tuple[int, int, int] | None:
     """``(C, H, W)`` of the conv map a backbone's output is a flattening of, else ``None``.
 
-    ``conv4`` returns its last feature map flattened (framework order); ``seed`` ends with a
-    dense layer, whose output order is the same in both frameworks.
+    ``conv4`` and ``resnet12`` return their last feature map flattened (framework order);
+    ``seed`` ends with a dense layer, whose output order is the same in both frameworks.
     """
     if config.name == "seed":
         return None
     s = config.image_size
     for _ in range(CONV4_BLOCKS):
         s //= 2
-    return (config.hidden, s, s)
+    return (config.block_channels[-1], s, s)
 
 
 def flat_hwc_to_chw(x: np.ndarray, chw: tuple[int, int, int] | None) -> np.ndarray:
@@ -231,6 +281,10 @@ def backbone_forward(
         h = h.reshape(h.shape[0], -1)  # (B, C*H*W)
         h = np.maximum(h @ p[f"{prefix}.fc1.weight"].T + p[f"{prefix}.fc1.bias"], 0.0)
         return h @ p[f"{prefix}.fc2.weight"].T + p[f"{prefix}.fc2.bias"], stats
+    if config.name == "resnet12":
+        for i in range(1, CONV4_BLOCKS + 1):
+            h = _maxpool2(_residual_block(h, p, f"{prefix}.block{i}", config, training, stats))
+        return h.reshape(h.shape[0], -1), stats
     for i in range(1, CONV4_BLOCKS + 1):
         h = _conv(h, p[f"{prefix}.conv{i}.weight"], None, pad=1)
         h = _batchnorm(h, p, f"{prefix}.bn{i}", config, training, stats)
@@ -238,16 +292,47 @@ def backbone_forward(
     return h.reshape(h.shape[0], -1), stats
 
 
+def shortcut_norm(in_ch: int) -> bool:
+    """Whether a ResNet-12 shortcut from ``in_ch`` channels has a BatchNorm: not from one
+    channel, where the 1×1 conv would be scale-invariant (see the module docstring)."""
+    return in_ch > 1
+
+
+def _leaky(x: np.ndarray) -> np.ndarray:
+    return np.where(x >= 0, x, RESNET12_SLOPE * x)
+
+
+def _residual_block(
+    x: np.ndarray, p: Mapping[str, np.ndarray], block: str, config: BackboneConfig,
+    training: bool, stats: dict[str, np.ndarray],
+) -> np.ndarray:
+    """One ResNet-12 block before its pooling: three 3×3 conv-BN (LeakyReLU after the first
+    two) plus the 1×1 conv(-BN) shortcut, summed, through LeakyReLU."""
+    h = x
+    for j in range(1, RESNET12_CONVS + 1):
+        h = _conv(h, p[f"{block}.conv{j}.weight"], None, pad=1)
+        h = _batchnorm(h, p, f"{block}.bn{j}", config, training, stats)
+        if j < RESNET12_CONVS:
+            h = _leaky(h)
+    short = _conv(x, p[f"{block}.shortcut.weight"], None, pad=0)
+    if shortcut_norm(x.shape[1]):
+        short = _batchnorm(short, p, f"{block}.shortcut_bn", config, training, stats)
+    return _leaky(h + short)
+
+
 def _conv_positions(config: BackboneConfig, kernels: list[int]) -> list[int]:
-    """``Hout · Wout`` of each convolution of the backbone, in order."""
+    """``Hout · Wout`` of each convolution of the backbone, in spec order."""
     s = config.image_size
     out = []
-    for k in kernels:
-        if config.name == "seed":  # valid conv, then pool 2
+    if config.name == "seed":
+        for k in kernels:  # valid conv, then pool 2
             s = s - k + 1
             out.append(s * s)
-        else:  # conv4: same conv, then pool 2
-            out.append(s * s)
+            s //= 2
+        return out
+    per_block = len(kernels) // CONV4_BLOCKS  # conv4: 1; resnet12: 3 + the shortcut
+    for _ in range(CONV4_BLOCKS):  # same convs at the block's resolution, then pool 2
+        out += [s * s] * per_block
         s //= 2
     return out
 
@@ -258,12 +343,15 @@ def backbone_flops(config: BackboneConfig) -> Flops:
                and p.layout in (Layout.CONV2D, Layout.DENSE, Layout.FLATTEN_DENSE)]
     convs = [p for p in weights if p.layout is Layout.CONV2D]
     positions = _conv_positions(config, [p.shape[-1] for p in convs])
-    per_layer = []
+    forward = train = 0.0
     for p in weights:
         per_position = 2.0 * float(np.prod(p.shape))  # 2 · Cout · Cin · k² or 2 · out · in
-        per_layer.append(per_position * (positions[convs.index(p)] if p in convs else 1))
-    first, rest = per_layer[0], sum(per_layer[1:])
-    return Flops(forward=first + rest, train=2 * first + 3 * rest)
+        flops = per_position * (positions[convs.index(p)] if p in convs else 1)
+        # A conv that reads the (single-channel) images needs no input gradient.
+        reads_images = p.layout is Layout.CONV2D and p.shape[1] == 1
+        forward += flops
+        train += (2 if reads_images else 3) * flops
+    return Flops(forward=forward, train=train)
 
 
 #: ``--backbone``, the option of every model built on a backbone.
@@ -275,7 +363,8 @@ BACKBONE_OPTION = Option(("--backbone",), {"default": "conv4", "choices": BACKBO
 BACKBONE_OPTIONS = (BACKBONE_OPTION, Option(("--width",), {
     "default": None, "type": int, "metavar": "C",
     "help": "conv4: the channels of each of its four conv layers (default 64; 128 or more is "
-            "a wider Conv4, about (C/64)² the compute)"}))
+            "a wider Conv4, about (C/64)² the compute); resnet12: its first block's channels "
+            "(default 64: 64-160-320-640)"}))
 
 
 def backbone_from_args(args: Any, size: int) -> BackboneConfig:
@@ -283,7 +372,7 @@ def backbone_from_args(args: Any, size: int) -> BackboneConfig:
     width = getattr(args, "width", None)
     if width is None:
         return BackboneConfig(name=args.backbone, image_size=size)
-    check(args.backbone == "conv4", f"--width sets conv4's channels; the {args.backbone} "
+    check(args.backbone != "seed", "--width sets conv4's or resnet12's channels; the seed "
           "backbone's layers have fixed sizes: leave --width out.")
     return BackboneConfig(name=args.backbone, image_size=size, hidden=width)
 
@@ -291,4 +380,4 @@ def backbone_from_args(args: Any, size: int) -> BackboneConfig:
 def backbone_args(config: BackboneConfig) -> dict[str, Any]:
     """What a checkpoint's backbone fixes on ``metalearn eval``'s command line."""
     fixed = {"backbone": config.name, "size": config.image_size}
-    return {**fixed, "width": config.hidden} if config.name == "conv4" else fixed
+    return fixed if config.name == "seed" else {**fixed, "width": config.hidden}

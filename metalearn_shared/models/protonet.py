@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from metalearn_shared import losses, registry
-from metalearn_shared.config import BACKBONES, BackboneConfig, ConfigMixin
+from metalearn_shared.config import BackboneConfig, ConfigMixin
 from metalearn_shared.episodes import FewShotEpisode
 from metalearn_shared.flops import Flops
 from metalearn_shared.models.backbones import (
@@ -32,6 +32,7 @@ from metalearn_shared.models.backbones import (
     backbone_flops,
     backbone_from_args,
     backbone_spec,
+    variant_backbones,
 )
 from metalearn_shared.weights import ParamSpec
 
@@ -48,8 +49,7 @@ class ProtoNetConfig(ConfigMixin):
 
 def variants(image_size: int = 28) -> list[tuple[str, ProtoNetConfig]]:
     """Every backbone, as ``("protonet-<backbone>", config)`` (parity, tests)."""
-    return [(f"protonet-{b}", ProtoNetConfig(BackboneConfig(b, image_size=image_size)))
-            for b in BACKBONES]
+    return [(f"protonet-{b.name}", ProtoNetConfig(b)) for b in variant_backbones(image_size)]
 
 
 def param_spec(config: ProtoNetConfig) -> list[ParamSpec]:

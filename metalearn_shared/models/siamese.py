@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from metalearn_shared import losses, registry
-from metalearn_shared.config import BACKBONES, BackboneConfig, ConfigMixin, check
+from metalearn_shared.config import BackboneConfig, ConfigMixin, check
 from metalearn_shared.episodes import PairBatch
 from metalearn_shared.models.backbones import (
     BACKBONE_OPTIONS,
@@ -50,6 +50,7 @@ from metalearn_shared.models.backbones import (
     backbone_from_args,
     backbone_spec,
     embedding_chw,
+    variant_backbones,
 )
 from metalearn_shared.weights import ParamSpec, dense
 
@@ -113,8 +114,8 @@ def _config_from_args(args: Any, size: int) -> SiameseConfig:
 
 def variants(image_size: int = 28) -> list[tuple[str, SiameseConfig]]:
     """Every head × backbone, as ``("siamese-<head>-<backbone>", config)`` (parity, tests)."""
-    return [(f"siamese-{h}-{b}", SiameseConfig(BackboneConfig(b, image_size=image_size), head=h))
-            for b in BACKBONES for h in SIAMESE_HEADS]
+    return [(f"siamese-{h}-{b.name}", SiameseConfig(b, head=h))
+            for b in variant_backbones(image_size) for h in SIAMESE_HEADS]
 
 
 def param_spec(config: SiameseConfig) -> list[ParamSpec]:

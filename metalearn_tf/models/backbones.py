@@ -1,4 +1,4 @@
-"""Keras embedding networks: :class:`SeedConvNet` and :class:`Conv4`.
+"""Keras embedding networks: :class:`SeedConvNet`, :class:`Conv4` and :class:`ResNet12`.
 
 Mirror of ``metalearn_torch/models/backbones.py``: same constructor argument (a
 :class:`~metalearn_shared.config.BackboneConfig`), same weight names (sublayers are named
@@ -28,12 +28,18 @@ import keras
 from keras import ops
 
 from metalearn_shared.config import BackboneConfig
-from metalearn_shared.models.backbones import CONV4_BLOCKS, check_images
+from metalearn_shared.models.backbones import (
+    CONV4_BLOCKS,
+    RESNET12_CONVS,
+    RESNET12_SLOPE,
+    check_images,
+    shortcut_norm,
+)
 from metalearn_tf import losses
 
 __all__ = ["BN_STATISTICS", "BN_STATISTICS_ENV", "set_batchnorm_statistics",
            "batchnorm_statistics", "UnbiasedBatchNormalization", "SeedConvNet", "Conv4",
-           "make_backbone", "TaskMixin", "seeded"]
+           "ResNet12", "make_backbone", "TaskMixin", "seeded"]
 
 _PACKAGE = "metalearn_tf"
 
@@ -140,7 +146,7 @@ class UnbiasedBatchNormalization(keras.layers.BatchNormalization):
 
 
 class _Backbone(keras.layers.Layer):
-    """Config round trip, input checking and layout shared by both backbones."""
+    """Config round trip, input checking and layout shared by the backbones."""
 
     def __init__(self, config: BackboneConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -250,9 +256,79 @@ class Conv4(_Backbone):
         return ops.reshape(x, (-1, self.config.output_dim))  # (B, s*s*hidden), (H, W, C) order
 
 
+def _batchnorm(config: BackboneConfig, name: str) -> UnbiasedBatchNormalization:
+    return UnbiasedBatchNormalization(momentum=config.keras_bn_momentum, epsilon=config.bn_eps,
+                                      name=name)
+
+
+class _ResidualBlock(keras.layers.Layer):
+    """One ResNet-12 block before its pooling (spec: ``_residual_block``); sublayers named
+    as torch's attributes."""
+
+    def __init__(self, in_ch: int, out_ch: int, config: BackboneConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.out_ch = out_ch
+        self.convs = [keras.layers.Conv2D(out_ch, 3, padding="same", use_bias=False,
+                                          name=f"conv{j}") for j in range(1, RESNET12_CONVS + 1)]
+        self.bns = [_batchnorm(config, f"bn{j}") for j in range(1, RESNET12_CONVS + 1)]
+        self.shortcut = keras.layers.Conv2D(out_ch, 1, use_bias=False, name="shortcut")
+        self.shortcut_bn = _batchnorm(config, "shortcut_bn") if shortcut_norm(in_ch) else None
+
+    def build(self, input_shape: Any) -> None:
+        out_shape = (*input_shape[:-1], self.out_ch)
+        for j, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
+            conv.build(input_shape if j == 0 else out_shape)
+            bn.build(out_shape)
+        self.shortcut.build(input_shape)
+        if self.shortcut_bn is not None:
+            self.shortcut_bn.build(out_shape)
+
+    def call(self, x: Any, training: bool | None = None) -> Any:
+        h = x
+        for j, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True), start=1):
+            h = bn(conv(h), training=training)
+            if j < RESNET12_CONVS:
+                h = ops.leaky_relu(h, negative_slope=RESNET12_SLOPE)
+        short = self.shortcut(x)
+        if self.shortcut_bn is not None:
+            short = self.shortcut_bn(short, training=training)
+        return ops.leaky_relu(h + short, negative_slope=RESNET12_SLOPE)
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class ResNet12(_Backbone):
+    """ResNet-12: 4 × [residual block of three 3×3 conv-BN and a 1×1 conv-BN shortcut,
+    LeakyReLU 0.1, MaxPool 2], channels ``config.block_channels``; flatten (H, W, C).
+
+    Args:
+        config: a ``BackboneConfig`` with ``name="resnet12"``.
+    """
+
+    def __init__(self, config: BackboneConfig, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        ins = (1, *config.block_channels[:-1])
+        self.blocks = [_ResidualBlock(i, o, config, name=f"block{b}")
+                       for b, (i, o) in enumerate(zip(ins, config.block_channels, strict=True),
+                                                  start=1)]
+
+    def build(self, input_shape: Any = None) -> None:
+        s, c = self.config.image_size, 1
+        for block in self.blocks:
+            block.build((None, s, s, c))
+            c = block.out_ch
+            s //= 2
+
+    def call(self, x: Any, training: bool | None = None) -> Any:
+        x = self.prepare(x)  # (B, S, S, 1)
+        for block in self.blocks:
+            x = ops.max_pool(block(x, training=training), 2)  # (B, S/2^i, ., C_i)
+        return ops.reshape(x, (-1, self.config.output_dim))  # (B, s*s*C_4), (H, W, C) order
+
+
 def make_backbone(config: BackboneConfig, name: str = "embedding") -> _Backbone:
     """The backbone ``config.name`` names, as a layer called ``name``."""
-    return {"seed": SeedConvNet, "conv4": Conv4}[config.name](config, name=name)
+    return {"seed": SeedConvNet, "conv4": Conv4,
+            "resnet12": ResNet12}[config.name](config, name=name)
 
 
 class TaskMixin:

@@ -1,4 +1,4 @@
-"""PyTorch embedding networks: :class:`SeedConvNet` and :class:`Conv4`.
+"""PyTorch embedding networks: :class:`SeedConvNet`, :class:`Conv4` and :class:`ResNet12`.
 
 Mirror of ``metalearn_tf/models/backbones.py``: same constructor argument (a
 :class:`~metalearn_shared.config.BackboneConfig`), same parameter names (the spec in
@@ -23,17 +23,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metalearn_shared.config import BackboneConfig
-from metalearn_shared.models.backbones import CONV4_BLOCKS, check_images
+from metalearn_shared.models.backbones import (
+    CONV4_BLOCKS,
+    RESNET12_CONVS,
+    RESNET12_SLOPE,
+    check_images,
+    shortcut_norm,
+)
 from metalearn_torch import losses
 
-__all__ = ["SeedConvNet", "Conv4", "make_backbone", "TaskMixin", "inference", "seeded", "to_tensors"]
+__all__ = ["SeedConvNet", "Conv4", "ResNet12", "make_backbone", "TaskMixin", "inference", "seeded", "to_tensors"]
 
 
 class _Backbone(nn.Module):
-    """Input checking and layout shared by both backbones."""
+    """Input checking and layout shared by the backbones."""
 
     config: BackboneConfig
-    conv1: nn.Conv2d
+
+    @property
+    def first_conv(self) -> nn.Conv2d:
+        """The conv that reads the images: its dtype and memory format are the input's."""
+        return self.conv1
 
     def prepare(self, x: Tensor, what: str = "images") -> Tensor:
         """Check ``x`` and return it as ``(B, 1, H, W)`` in the weights' memory format.
@@ -45,11 +55,11 @@ class _Backbone(nn.Module):
             raise TypeError(f"{what}: expected a torch.Tensor; found {type(x).__name__}. "
                             "Convert with torch.as_tensor(x).")
         dtype = str(x.dtype).removeprefix("torch.")
-        expected = str(self.conv1.weight.dtype).removeprefix("torch.")
+        expected = str(self.first_conv.weight.dtype).removeprefix("torch.")
         if check_images(tuple(x.shape), dtype, self.config.image_size, channels_last=False,
                         expected_dtype=expected, what=what):
             x = x.unsqueeze(1)  # (B, 1, H, W)
-        if self.conv1.weight.is_contiguous(memory_format=torch.channels_last):
+        if self.first_conv.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -110,9 +120,59 @@ class Conv4(_Backbone):
         return x.flatten(1)  # (B, hidden*s*s), (C, H, W) order
 
 
+class _ResidualBlock(nn.Module):
+    """One ResNet-12 block before its pooling (spec: ``_residual_block``)."""
+
+    def __init__(self, in_ch: int, out_ch: int, config: BackboneConfig) -> None:
+        super().__init__()
+        for j in range(1, RESNET12_CONVS + 1):
+            setattr(self, f"conv{j}", nn.Conv2d(in_ch if j == 1 else out_ch, out_ch,
+                                                kernel_size=3, padding=1, bias=False))
+            setattr(self, f"bn{j}", nn.BatchNorm2d(out_ch, eps=config.bn_eps,
+                                                   momentum=config.bn_momentum))
+        self.shortcut = nn.Conv2d(in_ch, out_ch, kernel_size=1, bias=False)
+        self.shortcut_bn = (nn.BatchNorm2d(out_ch, eps=config.bn_eps, momentum=config.bn_momentum)
+                            if shortcut_norm(in_ch) else nn.Identity())
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x
+        for j in range(1, RESNET12_CONVS + 1):
+            h = getattr(self, f"bn{j}")(getattr(self, f"conv{j}")(h))
+            if j < RESNET12_CONVS:
+                h = F.leaky_relu(h, RESNET12_SLOPE)
+        return F.leaky_relu(h + self.shortcut_bn(self.shortcut(x)), RESNET12_SLOPE)
+
+
+class ResNet12(_Backbone):
+    """ResNet-12: 4 × [residual block of three 3×3 conv-BN and a 1×1 conv-BN shortcut,
+    LeakyReLU 0.1, MaxPool 2], channels ``config.block_channels``; flatten (C, H, W).
+
+    Args:
+        config: a ``BackboneConfig`` with ``name="resnet12"``.
+    """
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.config = config
+        in_ch = 1
+        for i, out_ch in enumerate(config.block_channels, start=1):
+            setattr(self, f"block{i}", _ResidualBlock(in_ch, out_ch, config))
+            in_ch = out_ch
+
+    @property
+    def first_conv(self) -> nn.Conv2d:
+        return self.block1.conv1
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.prepare(x)  # (B, 1, S, S)
+        for i in range(1, CONV4_BLOCKS + 1):
+            x = F.max_pool2d(getattr(self, f"block{i}")(x), 2)  # (B, C_i, S/2^i, S/2^i)
+        return x.flatten(1)  # (B, C_4*s*s), (C, H, W) order
+
+
 def make_backbone(config: BackboneConfig) -> _Backbone:
     """The backbone ``config.name`` names."""
-    return {"seed": SeedConvNet, "conv4": Conv4}[config.name](config)
+    return {"seed": SeedConvNet, "conv4": Conv4, "resnet12": ResNet12}[config.name](config)
 
 
 @contextmanager

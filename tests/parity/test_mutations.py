@@ -15,7 +15,8 @@ flatten-before-dense rows not permuted — each consistently both ways, so a rou
 still looks right); torch's LRUA ranking breaking usage ties by the highest index; and
 ``TorchAdam`` adding epsilon inside the square root; Keras' Reptile running one inner step
 fewer than asked; Keras' MANN writing its keys where the config asks for add vectors, and
-dropping the learned key strength's scale.
+dropping the learned key strength's scale; Keras' ResNet-12 with ``LeakyReLU``'s Keras
+default slope (0.3; torch's is 0.01, the spec's 0.1).
 
 One error the new checks cannot see: the reversed LRUA tie rule only relabels memory slots
 (see its row): the slot-level checks (the ``exact`` group: the LRUA's slot choices, the ``spec`` figures of
@@ -119,6 +120,14 @@ def _keras_mann_writes_keys(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(MANNCell, "written", lambda self, h, keys: keys)
 
 
+def _keras_leaky_relu_default_slope(mp: pytest.MonkeyPatch) -> None:
+    """Keras' ResNet-12 with ``keras.layers.LeakyReLU``'s default slope, 0.3 (torch's
+    ``nn.LeakyReLU`` defaults to 0.01; the spec says 0.1)."""
+    import metalearn_tf.models.backbones as backbones
+
+    mp.setattr(backbones, "RESNET12_SLOPE", 0.3)
+
+
 def _keras_mann_strength_unscaled(mp: pytest.MonkeyPatch) -> None:
     """Keras' learned key strength is ``s · softplus(z)``, without the spec's ``1 / ln 2``
     (so it starts at 0.69 s instead of s)."""
@@ -215,6 +224,10 @@ MUTATIONS = [
              frozenset({"exact", "forward", "spec", "grad", "loss", "step", "train"}),
              case="mann-add"),
     # exact inf, forward 1.2e5, spec 1.5e5, loss 2.8e4, grad 3.9e3, step 1.7e4, train 2.0e3
+    # forward 1.4e5, grad 2.2e4, loss 1.7e4, step 3.4e4, train 4.2e3
+    Mutation("leaky-relu-keras-default-slope", _keras_leaky_relu_default_slope, PROTONET,
+             "sgd", TO_KERAS, frozenset({"forward", "grad", "loss", "step", "train"}),
+             case="protonet-resnet12"),
     Mutation("mann-key-strength-unscaled", _keras_mann_strength_unscaled, MANN, "sgd",
              TO_KERAS, frozenset({"exact", "forward", "spec", "grad", "loss", "step", "train"}),
              case="mann-strength"),
