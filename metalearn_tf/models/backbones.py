@@ -216,6 +216,12 @@ class SeedConvNet(_Backbone):
         return self.fc2(ops.relu(self.fc1(x)))  # (B, D)
 
 
+def _batchnorm(config: BackboneConfig, name: str) -> UnbiasedBatchNormalization:
+    """A BatchNorm with the shared config's momentum (Keras' convention) and epsilon."""
+    return UnbiasedBatchNormalization(momentum=config.keras_bn_momentum, epsilon=config.bn_eps,
+                                      name=name)
+
+
 @keras.saving.register_keras_serializable(_PACKAGE)
 class Conv4(_Backbone):
     """The standard few-shot backbone: 4 × [Conv ``hidden``@3×3 same, BatchNorm, ReLU, MaxPool 2].
@@ -233,9 +239,7 @@ class Conv4(_Backbone):
             setattr(self, f"conv{i}",
                     keras.layers.Conv2D(config.hidden, 3, padding="same", use_bias=False,
                                         name=f"conv{i}"))
-            setattr(self, f"bn{i}",
-                    UnbiasedBatchNormalization(momentum=config.keras_bn_momentum,
-                                               epsilon=config.bn_eps, name=f"bn{i}"))
+            setattr(self, f"bn{i}", _batchnorm(config, f"bn{i}"))
 
     def _blocks(self) -> list[tuple[keras.layers.Conv2D, UnbiasedBatchNormalization]]:
         return [(getattr(self, f"conv{i}"), getattr(self, f"bn{i}"))
@@ -254,11 +258,6 @@ class Conv4(_Backbone):
         for conv, bn in self._blocks():
             x = ops.max_pool(ops.relu(bn(conv(x), training=training)), 2)  # (B, S/2^i, ., hidden)
         return ops.reshape(x, (-1, self.config.output_dim))  # (B, s*s*hidden), (H, W, C) order
-
-
-def _batchnorm(config: BackboneConfig, name: str) -> UnbiasedBatchNormalization:
-    return UnbiasedBatchNormalization(momentum=config.keras_bn_momentum, epsilon=config.bn_eps,
-                                      name=name)
 
 
 class _ResidualBlock(keras.layers.Layer):
@@ -297,8 +296,9 @@ class _ResidualBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(_PACKAGE)
 class ResNet12(_Backbone):
-    """ResNet-12: 4 × [residual block of three 3×3 conv-BN and a 1×1 conv-BN shortcut,
-    LeakyReLU 0.1, MaxPool 2], channels ``config.block_channels``; flatten (H, W, C).
+    """ResNet-12: 4 × [residual block of three 3×3 conv-BN and a 1×1 conv-BN shortcut (no
+    BatchNorm in block 1's: see the spec), LeakyReLU 0.1, MaxPool 2], channels
+    ``config.block_channels``; flatten (H, W, C).
 
     Args:
         config: a ``BackboneConfig`` with ``name="resnet12"``.

@@ -144,8 +144,9 @@ class _ResidualBlock(nn.Module):
 
 
 class ResNet12(_Backbone):
-    """ResNet-12: 4 × [residual block of three 3×3 conv-BN and a 1×1 conv-BN shortcut,
-    LeakyReLU 0.1, MaxPool 2], channels ``config.block_channels``; flatten (C, H, W).
+    """ResNet-12: 4 × [residual block of three 3×3 conv-BN and a 1×1 conv-BN shortcut (no
+    BatchNorm in block 1's: see the spec), LeakyReLU 0.1, MaxPool 2], channels
+    ``config.block_channels``; flatten (C, H, W).
 
     Args:
         config: a ``BackboneConfig`` with ``name="resnet12"``.
