@@ -128,7 +128,8 @@ def plot(runs: list[str], out: str, axis: str = "episodes") -> None:
 
 def probe(a: argparse.Namespace) -> dict:
     """``--probe``: the checkpoint's held-out per-instance accuracy as trained, with its read
-    vectors replaced (zeros; another episode's), and its read weights' sharpness."""
+    vectors replaced (zeros; another episode's), its read weights' sharpness, and with a
+    learned key strength the strengths its heads chose."""
     import types
 
     import torch
@@ -172,14 +173,28 @@ def probe(a: argparse.Namespace) -> dict:
         finally:
             del cell.step  # the class's own step again
     b = SequenceSampler(test_data, 5, 10, seed=1_000_003).batch(0, 16)
-    weights = model.forward_with_trace(torch.as_tensor(b.x),
-                                       torch.as_tensor(b.prev_label)).read_weights.numpy()
+    strengths: list = []  # (B, H, 1) per step, when the strength is learned
+    if model.config.key_strength == "learned":
+        def recorded(h: Any, own: Any = cell.read_strength) -> Any:
+            strengths.append(own(h))
+            return strengths[-1]
+        cell.read_strength = recorded
+    try:
+        weights = model.forward_with_trace(torch.as_tensor(b.x),
+                                           torch.as_tensor(b.prev_label)).read_weights.numpy()
+    finally:
+        vars(cell).pop("read_strength", None)  # the class's own method again
     top = weights.max(-1)  # (B, T, H): the largest weight of each read
     out["read_weights"] = {
         "slots": weights.shape[-1], "uniform": 1 / weights.shape[-1],
         "mean_max": float(top.mean()), "max": float(top.max()),
         "entropy": float(-(weights * np.log(weights + 1e-12)).sum(-1).mean()),
         "uniform_entropy": float(np.log(weights.shape[-1]))}
+    if strengths:  # over 16 episodes x 50 steps, per head
+        s = torch.stack(strengths).squeeze(-1).numpy()  # (T, B, H)
+        out["key_strength"] = {"start": model.config.read_sharpness,
+                               "head_mean": [round(float(v), 3) for v in s.mean((0, 1))],
+                               "min": float(s.min()), "max": float(s.max())}
     print(json.dumps(out, indent=1))
     Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
     return out

@@ -33,20 +33,22 @@ def test_mann_ablation_trains_evaluates_and_plots(tmp_path, monkeypatch):
     out = tmp_path / "add.jsonl"
     assert script.main(["--data-dir", folder, "--write-vector", "add", "--rotate", "--clip", "1",
                         "--memory-slots", "16", "--read-heads", "2", "--augment", "santoro",
+                        "--key-strength", "learned", "--read-sharpness", "5",
                         "--steps", "2", "--eval-every", "1", "--eval-episodes", "4",
                         "--batch", "2", "--out", str(out)]) == 0
     header, *rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert header["args"]["write_vector"] == "add" and header["test_classes"] > 0
     assert header["args"]["augment"] == "santoro"
     assert header["model"]["memory_slots"] == 16 and header["model"]["read_heads"] == 2
-    assert header["model"]["write_vector"] == "add"
+    assert header["model"]["write_vector"] == "add" and header["model"]["key_strength"] == "learned"
     assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["episodes"] == 4
     assert rows[0]["train_loss"] is None and rows[-1]["train_loss"] > 0
     assert set(rows[-1]["per_instance"]) >= {"1", "2", "10"}
     assert set(rows[-1]["train_per_instance"]) == set(rows[-1]["per_instance"])
     # continue from the checkpoint written at the last evaluation, appending to the log
     assert script.main(["--data-dir", folder, "--write-vector", "add", "--memory-slots", "16",
-                        "--read-heads", "2", "--steps", "4", "--eval-every", "1",
+                        "--read-heads", "2", "--key-strength", "learned", "--read-sharpness", "5",
+                        "--steps", "4", "--eval-every", "1",
                         "--eval-episodes", "4", "--batch", "2", "--out", str(out),
                         "--resume", "--resume-lr", "5e-4"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()][1:]
@@ -77,6 +79,9 @@ def test_mann_ablation_trains_evaluates_and_plots(tmp_path, monkeypatch):
     w = got["read_weights"]
     assert w["slots"] == 16 and w["uniform"] <= w["mean_max"] <= w["max"] <= 1
     assert 0 < w["entropy"] <= w["uniform_entropy"] + 1e-9
+    k = got["key_strength"]  # each head's learned strength, from about S = 5 after 4 steps
+    assert k["start"] == 5 and len(k["head_mean"]) == 2 and 0 < k["min"] < k["max"]
+    assert all(k["min"] <= m <= k["max"] for m in k["head_mean"]) and 2 < k["min"] < k["max"] < 12
     png = tmp_path / "curves.png"
     for axis in ("episodes", "minutes"):
         assert script.main(["--plot", str(out), "--x", axis, "--out", str(png)]) == 0
