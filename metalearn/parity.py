@@ -78,7 +78,7 @@ from metalearn_shared.parity import (
     perturb_batchnorm,
     sampler_for,
 )
-from metalearn_shared.tolerances import FLOOR_MULTIPLE
+from metalearn_shared.tolerances import FLOOR_MULTIPLE, TOL
 
 __all__ = ["Side", "run_case", "noise_floor", "event_sensitivity", "moved_through_file"]
 
@@ -200,7 +200,11 @@ def _forced_figures(out: Collector, src: Side, dst: Side, sampler: Any, spec: An
       fp32 rounding ("step" bound);
     * ``step k (forced)``: the destination's whole trainer step (``fit``'s train step / the
       torch loop) against the source's: BatchNorm statistics to the "step" bound (the
-      forward pass at the forced weights, no kinks); for SGD, also the trainable parameters.
+      forward pass at the forced weights, no kinks); for SGD, also the trainable parameters,
+      allowed ``lr`` times what their gradients are allowed (the step is ``-lr`` times the
+      gradient: where a gradient dwarfs its weights — ResNet-12's first conv, 145 against
+      1.5 — the "step" bound alone was ten times tighter than the "grad" bound it follows
+      from).
 
     A trainable gradient (or SGD step) near or beyond its bound (over
     :data:`EVENT_CHECK_SHARE` of it) may be a discrete event that rounding
@@ -248,9 +252,13 @@ def _forced_figures(out: Collector, src: Side, dst: Side, sampler: Any, spec: An
             if name not in trainable:
                 out.add(f"step {k} (forced): {name}", "step", "step", f_w[name], s_w[name],
                         param=name, step=k)
-            elif optimizer == "sgd":  # the step is -lr x the gradient
+            elif optimizer == "sgd":  # the step is -lr x the gradient: it may differ by lr x
+                # what the gradient may (its "grad" bound and event allowance), or a layer
+                # whose gradient dwarfs its weights is held tighter here than in "grad k"
+                grad_bound = TOL["grad"][1] * out.scale(s_g[name])
                 out.add(f"step {k} (forced): {name}", "step", "step", f_w[name], s_w[name],
-                        param=name, step=k, allow_abs=FLOOR_MULTIPLE * lr * jumps.get(name, 0.0))
+                        param=name, step=k,
+                        allow_abs=lr * (FLOOR_MULTIPLE * jumps.get(name, 0.0) + grad_bound))
 
 
 def event_sensitivity(side: Side, weights: Mapping[str, np.ndarray], inputs: Sequence[np.ndarray],

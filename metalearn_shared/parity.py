@@ -280,6 +280,11 @@ class Collector:
     def _scale(self, expected: Any) -> float:
         return float(np.max(np.abs(expected))) if self.case.scaled else 1.0
 
+    def scale(self, expected: Any) -> float:
+        """What a figure of ``expected``'s size has its absolute bound multiplied by:
+        ``max(1, max |expected|)`` in a scaled case, else 1."""
+        return max(1.0, self._scale(expected))
+
     def ratio(self, kind: str, actual: Any, expected: Any) -> float:
         """The share of its plain bound (no allowance) a figure would use."""
         return measure(actual, expected, kind, self._scale(expected)).ratio
