@@ -136,6 +136,13 @@ class BackboneConfig(ConfigMixin):
         return (self.hidden,) * 4
 
     @property
+    def block_io(self) -> tuple[tuple[int, int], ...]:
+        """``(input, output)`` channels of each block of ``conv4`` or ``resnet12`` (the
+        first reads the one-channel image)."""
+        out = self.block_channels
+        return tuple(zip((1, *out[:-1]), out, strict=True))
+
+    @property
     def seed_flat_chw(self) -> tuple[int, int, int]:
         """(C, H, W) of the seed network's last conv block output (before flatten)."""
         s = ((self.image_size - 4) // 2 - 4) // 2

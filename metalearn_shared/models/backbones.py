@@ -102,8 +102,7 @@ def backbone_spec(config: BackboneConfig, prefix: str = "embedding") -> list[Par
             *dense(f"{prefix}.fc2", _SEED_HIDDEN, config.embedding_dim),
         ]
     spec: list[ParamSpec] = []
-    in_ch = 1
-    for i, out_ch in enumerate(config.block_channels, start=1):
+    for i, (in_ch, out_ch) in enumerate(config.block_io, start=1):
         if config.name == "conv4":
             spec += conv2d(f"{prefix}.conv{i}", in_ch, out_ch, 3, bias=False)
             spec += batchnorm(f"{prefix}.bn{i}", out_ch)
@@ -116,7 +115,6 @@ def backbone_spec(config: BackboneConfig, prefix: str = "embedding") -> list[Par
             spec += conv2d(f"{block}.shortcut", in_ch, out_ch, 1, bias=False)
             if shortcut_norm(in_ch):
                 spec += batchnorm(f"{block}.shortcut_bn", out_ch)
-        in_ch = out_ch
     return spec
 
 

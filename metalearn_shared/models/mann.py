@@ -172,6 +172,12 @@ class MANNConfig(SequenceSizes, ConfigMixin):
         check(self.key_strength in KEY_STRENGTHS,
               f"key_strength must be one of {KEY_STRENGTHS}; found {self.key_strength!r}.")
 
+    @property
+    def strength_scale(self) -> float:
+        """The learned strength's factor on ``softplus(W_β h + b_β)``: ``s / ln 2``, so that a
+        zero pre-activation reads at ``read_sharpness``."""
+        return self.read_sharpness / float(np.log(2.0))
+
 
 class MANNTrace(NamedTuple):
     """A MANN forward pass with its diagnostics (all framework implementations return
@@ -262,7 +268,7 @@ def read_strength(params: Mapping[str, np.ndarray], config: MANNConfig, h: np.nd
     if config.key_strength == "fixed":
         return config.read_sharpness
     z = h @ params["cell.strength.weight"].T + params["cell.strength.bias"]  # (B, H)
-    return (config.read_sharpness / np.log(2.0)) * np.logaddexp(0.0, z)[:, :, None]
+    return config.strength_scale * np.logaddexp(0.0, z)[:, :, None]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

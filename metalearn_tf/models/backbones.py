@@ -306,10 +306,8 @@ class ResNet12(_Backbone):
 
     def __init__(self, config: BackboneConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
-        ins = (1, *config.block_channels[:-1])
         self.blocks = [_ResidualBlock(i, o, config, name=f"block{b}")
-                       for b, (i, o) in enumerate(zip(ins, config.block_channels, strict=True),
-                                                  start=1)]
+                       for b, (i, o) in enumerate(config.block_io, start=1)]
 
     def build(self, input_shape: Any = None) -> None:
         s, c = self.config.image_size, 1

@@ -11,7 +11,6 @@ XLA) the whole episode is one ``while`` loop with no host round trip per step.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
@@ -165,8 +164,7 @@ class MANNCell(keras.layers.Layer):
         ``read_sharpness``, or the ``(B, H, 1)`` strengths ``s · softplus(strength(h)) / ln 2``."""
         if self.strength is None:
             return self.config.read_sharpness
-        scale = self.config.read_sharpness / math.log(2.0)
-        return scale * ops.expand_dims(ops.softplus(self.strength(h)), -1)
+        return self.config.strength_scale * ops.expand_dims(ops.softplus(self.strength(h)), -1)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self.config.to_dict()}

@@ -104,13 +104,9 @@ class Conv4(_Backbone):
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         self.config = config
-        in_ch = 1
-        for i in range(1, CONV4_BLOCKS + 1):
-            conv = nn.Conv2d(in_ch, config.hidden, kernel_size=3, padding=1, bias=False)
-            setattr(self, f"conv{i}", conv)
-            setattr(self, f"bn{i}", nn.BatchNorm2d(config.hidden, eps=config.bn_eps,
-                                                   momentum=config.bn_momentum))
-            in_ch = config.hidden
+        for i, (in_ch, out_ch) in enumerate(config.block_io, start=1):
+            setattr(self, f"conv{i}", _conv3x3(in_ch, out_ch))
+            setattr(self, f"bn{i}", _batchnorm(out_ch, config))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.prepare(x)  # (B, 1, S, S)
@@ -120,19 +116,26 @@ class Conv4(_Backbone):
         return x.flatten(1)  # (B, hidden*s*s), (C, H, W) order
 
 
+def _conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
+    """A 3×3 "same" conv without bias (a BatchNorm follows: see the spec)."""
+    return nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1, bias=False)
+
+
+def _batchnorm(channels: int, config: BackboneConfig) -> nn.BatchNorm2d:
+    """A BatchNorm with the shared config's momentum and epsilon (torch's convention)."""
+    return nn.BatchNorm2d(channels, eps=config.bn_eps, momentum=config.bn_momentum)
+
+
 class _ResidualBlock(nn.Module):
     """One ResNet-12 block before its pooling (spec: ``_residual_block``)."""
 
     def __init__(self, in_ch: int, out_ch: int, config: BackboneConfig) -> None:
         super().__init__()
         for j in range(1, RESNET12_CONVS + 1):
-            setattr(self, f"conv{j}", nn.Conv2d(in_ch if j == 1 else out_ch, out_ch,
-                                                kernel_size=3, padding=1, bias=False))
-            setattr(self, f"bn{j}", nn.BatchNorm2d(out_ch, eps=config.bn_eps,
-                                                   momentum=config.bn_momentum))
+            setattr(self, f"conv{j}", _conv3x3(in_ch if j == 1 else out_ch, out_ch))
+            setattr(self, f"bn{j}", _batchnorm(out_ch, config))
         self.shortcut = nn.Conv2d(in_ch, out_ch, kernel_size=1, bias=False)
-        self.shortcut_bn = (nn.BatchNorm2d(out_ch, eps=config.bn_eps, momentum=config.bn_momentum)
-                            if shortcut_norm(in_ch) else nn.Identity())
+        self.shortcut_bn = _batchnorm(out_ch, config) if shortcut_norm(in_ch) else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         h = x
@@ -155,10 +158,8 @@ class ResNet12(_Backbone):
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         self.config = config
-        in_ch = 1
-        for i, out_ch in enumerate(config.block_channels, start=1):
+        for i, (in_ch, out_ch) in enumerate(config.block_io, start=1):
             setattr(self, f"block{i}", _ResidualBlock(in_ch, out_ch, config))
-            in_ch = out_ch
 
     @property
     def first_conv(self) -> nn.Conv2d:

@@ -12,7 +12,6 @@ synchronising, and :meth:`MANN.compile_cell` can hand the cell to ``torch.compil
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -122,8 +121,7 @@ class MANNCell(nn.Module):
         ``read_sharpness``, or the ``(B, H, 1)`` strengths ``s · softplus(strength(h)) / ln 2``."""
         if self.strength is None:
             return self.config.read_sharpness
-        scale = self.config.read_sharpness / math.log(2.0)
-        return scale * nn.functional.softplus(self.strength(h)).unsqueeze(-1)
+        return self.config.strength_scale * nn.functional.softplus(self.strength(h)).unsqueeze(-1)
 
     def forward(self, x_t: torch.Tensor, state: MANNState) -> tuple[torch.Tensor, MANNState]:
         """``x_t (B, I + L)`` = ``[image ; prev_label]``, ``state`` → ``(logits (B, C*G), state)``."""
